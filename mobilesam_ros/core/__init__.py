@@ -1,0 +1,1 @@
+"""ROS-free core: models, checkpoints, predictor (SegAny), SegEvery, backends. Never imports rclpy."""

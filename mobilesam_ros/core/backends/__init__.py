@@ -1,0 +1,1 @@
+"""Inference backends (PyTorch, ONNX Runtime) behind one encode/decode interface."""

@@ -1,0 +1,1 @@
+"""Decoupled distillation (MobileSAM): train a small image encoder on a teacher's embeddings."""

@@ -1,0 +1,1 @@
+"""The rclpy adapter: lifecycle node, conversions between ROS messages and core arrays."""

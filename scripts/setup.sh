@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One-command environment: venv (outside the source tree), pinned ROS 2 wheels + core + test deps,
+# the wheel CMake fix, and a colcon build of this package (messages + Python). Idempotent: a second
+# run skips pip when the requirement files are unchanged and colcon rebuilds nothing.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+VENV="${MOBILESAM_VENV:-$HOME/.cache/mobilesam_ros/venv}"
+case "$VENV/" in "$ROOT"/*) echo "MOBILESAM_VENV must be outside the source tree (CMake refuses it)" >&2; exit 2;; esac
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating venv $VENV"
+  python3 -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+
+stamp="$VENV/.mobilesam_requirements.sha256"
+want="$(cat requirements/*.txt tools/fix_ros_wheel_cmake.py | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[setup] installing pinned dependencies (first time: a few minutes)"
+  # pip's output goes to a log (the local mirrors print one warning per package)
+  if ! python -m pip install --progress-bar off -r requirements/ros.txt -r requirements/core.txt \
+      -r requirements/test.txt > "$VENV/pip_install.log" 2>&1; then
+    grep -v '^WARNING: Location' "$VENV/pip_install.log" | tail -30 >&2
+    exit 1
+  fi
+  python tools/fix_ros_wheel_cmake.py
+  echo "$want" > "$stamp"
+else
+  echo "[setup] dependencies up to date ($VENV)"
+fi
+
+export AMENT_PREFIX_PATH="$VIRTUAL_ENV"
+echo "[setup] colcon build (log: log_build.txt)"
+if ! colcon build --symlink-install \
+    --cmake-args -DPython3_EXECUTABLE="$(command -v python)" -DBUILD_TESTING=OFF \
+    > log_build.txt 2>&1; then
+  tail -50 log_build.txt >&2
+  exit 1
+fi
+echo "[setup] done. Environment: source scripts/activate.sh"

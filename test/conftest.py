@@ -1,0 +1,137 @@
+"""Shared test fixtures: paths to ../shared, isolated ROS 2 domains, reaped node processes.
+
+ROS graph tests get a unique ROS_DOMAIN_ID (flock-reserved, so concurrent pytest runs and xdist
+workers never share one) and ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST. Every process started through
+`ros_process` is reaped at teardown: SIGINT, SIGTERM, then SIGKILL to its whole process group.
+"""
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+DATA = SHARED / "data"
+_LOCK_DIR = os.path.join(tempfile.gettempdir(), "ros_domain_locks")
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared; fails loudly (not a skip) when it is missing: CI has it."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        raise FileNotFoundError(f"test data missing: {p} (../shared must sit beside the checkout)")
+    return p
+
+
+def wait_for(pred, timeout: float = 15.0, period: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(period)
+    return False
+
+
+@contextlib.contextmanager
+def _reserve_domain_id():
+    """Exclusive flock on <tmp>/ros_domain_locks/<id>.lock while the test runs (ids 1..101)."""
+    os.makedirs(_LOCK_DIR, exist_ok=True)
+    start = os.getpid() % 101
+    for i in range(101):
+        dom = 1 + (start + i) % 101
+        fd = os.open(os.path.join(_LOCK_DIR, f"{dom}.lock"), os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield dom
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        return
+    raise RuntimeError("no free ROS_DOMAIN_ID")
+
+
+@pytest.fixture
+def ros_env(monkeypatch):
+    with _reserve_domain_id() as dom:
+        monkeypatch.setenv("ROS_DOMAIN_ID", str(dom))
+        monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        monkeypatch.delenv("ROS_STATIC_PEERS", raising=False)
+        monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+        yield dict(os.environ)
+
+
+def _reap(proc: subprocess.Popen, timeout: float = 5.0):
+    """SIGINT -> wait -> SIGTERM -> wait -> SIGKILL, to the whole process group."""
+    if proc.poll() is not None:
+        return proc.returncode
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait(timeout=timeout)
+
+
+@pytest.fixture
+def ros_process(ros_env, tmp_path):
+    """Factory: start a process (argv list) in the test's domain; always reaped at teardown.
+    Output goes to a log file (`proc.log_path`), never a pipe that could fill and block."""
+    procs = []
+
+    def start(argv, name=None, env=None):
+        name = name or os.path.basename(str(argv[-1]))
+        log = open(tmp_path / f"{name}.log", "wb")
+        p = subprocess.Popen([str(a) for a in argv], env={**ros_env, **(env or {})}, stdout=log,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+        p.log_path = log.name
+        procs.append((p, log))
+        return p
+
+    yield start
+    for p, log in reversed(procs):
+        _reap(p)
+        log.close()
+
+
+def read_log(proc) -> str:
+    with open(proc.log_path, errors="replace") as f:
+        return f.read()
+
+
+@pytest.fixture
+def ros_probe(ros_env):
+    """In-test node on its own Context in the test's domain, spun in a daemon thread."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    node = rclpy.create_node("test_probe", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    th = threading.Thread(target=ex.spin, daemon=True)
+    th.start()
+    try:
+        yield node
+    finally:  # stop executor -> join thread -> destroy node -> shut down context
+        ex.shutdown(timeout_sec=5)
+        th.join(timeout=5)
+        node.destroy_node()
+        ctx.try_shutdown()
