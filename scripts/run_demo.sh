@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The node demo: plays the bundled camera sequence through the mobilesam node and writes overlays.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck disable=SC1091
+. scripts/activate.sh
+exec python -P -m mobilesam_ros.ros.demo "$@"
