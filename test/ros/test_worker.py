@@ -1,0 +1,54 @@
+"""The latest-frame worker: no backlog under a slow model, prompts first, errors never kill it."""
+import threading
+import time
+
+from conftest import wait_for
+
+from mobilesam_ros.ros.worker import LatestFrameWorker
+
+
+def test_slow_model_drops_frames_instead_of_queueing():
+    done, errors = [], []
+    gate = threading.Event()
+
+    def slow(item):
+        gate.wait(5)
+        done.append(item)
+
+    w = LatestFrameWorker(slow, lambda p: None, lambda *a: errors.append(a))
+    for i in range(50):  # 50 frames arrive while the first is still being processed
+        w.submit_frame(i)
+        time.sleep(0.001)
+    gate.set()
+    assert wait_for(w.idle, timeout=5)
+    w.stop()
+    # frame 0 (or the first taken) ran, then only the newest one: never a backlog of 50
+    assert len(done) <= 3 and done[-1] == 49
+    assert w.stats.frames_in == 50 and w.stats.frames_done + w.stats.frames_dropped == 50
+    assert not errors
+
+
+def test_prompts_served_before_frames_and_errors_survive():
+    order, errors = [], []
+    gate = threading.Event()
+
+    def on_frame(item):
+        if item == "block":
+            gate.wait(5)
+        if item == "boom":
+            raise RuntimeError("bad frame")
+        order.append(("f", item))
+
+    w = LatestFrameWorker(on_frame, lambda p: order.append(("p", p)), lambda k, i, e: errors.append((k, i, str(e))))
+    w.submit_frame("block")
+    time.sleep(0.05)
+    w.submit_frame("boom")
+    w.submit_prompt(1)
+    w.submit_prompt(2)
+    gate.set()
+    assert wait_for(lambda: w.idle() and len(errors) == 1, timeout=5)
+    w.submit_frame("ok")
+    assert wait_for(lambda: ("f", "ok") in order, timeout=5)
+    w.stop()
+    assert order[:3] == [("f", "block"), ("p", 1), ("p", 2)]
+    assert errors == [("frame", "boom", "bad frame")]
