@@ -29,21 +29,23 @@ class ObjectPrompt:
 
     points: (N, 2) float32 xy or None; labels: (N,) int (1 positive, 0 negative) or None;
     box: (4,) float32 xyxy or None; mask_input: (1, 256, 256) float32 low-res logits or None.
+    multimask: decode SAM's 3 candidates and keep the best (for a single ambiguous point).
     """
 
     points: Optional[np.ndarray] = None
     labels: Optional[np.ndarray] = None
     box: Optional[np.ndarray] = None
     mask_input: Optional[np.ndarray] = None
+    multimask: bool = False
 
     @property
-    def layout(self) -> tuple[int, bool, bool]:
-        """(number of points, has box, has mask): objects with equal layouts batch exactly."""
+    def layout(self) -> tuple[int, bool, bool, bool]:
+        """(points, has box, has mask, multimask): objects with equal layouts batch exactly."""
         n = 0 if self.points is None else len(self.points)
-        return n, self.box is not None, self.mask_input is not None
+        return n, self.box is not None, self.mask_input is not None, self.multimask
 
 
-def make_prompt(points=None, labels=None, box=None, mask_input=None,
+def make_prompt(points=None, labels=None, box=None, mask_input=None, multimask: bool = False,
                 image_size: Optional[tuple[int, int]] = None) -> ObjectPrompt:
     """Validate and normalise one object's prompt; raises PromptError with the reason.
 
@@ -94,7 +96,7 @@ def make_prompt(points=None, labels=None, box=None, mask_input=None,
             raise PromptError("mask_input contains NaN or inf")
     if pts is None and bx is None and msk is None:
         raise PromptError("empty prompt: give points, a box or a mask input")
-    return ObjectPrompt(pts, lbl, bx, msk)
+    return ObjectPrompt(pts, lbl, bx, msk, bool(multimask))
 
 
 def to_tokens(prompts: Sequence[ObjectPrompt], apply_coords) -> tuple[np.ndarray, np.ndarray]:
@@ -118,9 +120,9 @@ def to_tokens(prompts: Sequence[ObjectPrompt], apply_coords) -> tuple[np.ndarray
     return np.stack(coords), np.stack(labels)
 
 
-def group_by_layout(prompts: Sequence[ObjectPrompt]) -> dict[tuple[int, bool, bool], list[int]]:
+def group_by_layout(prompts: Sequence[ObjectPrompt]) -> dict[tuple, list[int]]:
     """Indices of `prompts` grouped by token layout, in first-seen order."""
-    groups: dict[tuple[int, bool, bool], list[int]] = {}
+    groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(prompts):
         groups.setdefault(p.layout, []).append(i)
     return groups

@@ -44,4 +44,6 @@ def test_grouping_keeps_layouts_apart():
     a = make_prompt(box=[0, 0, 5, 5])
     b = make_prompt(points=[[1, 1]], labels=[1])
     c = make_prompt(box=[1, 1, 4, 4])
-    assert group_by_layout([a, b, c]) == {(0, True, False): [0, 2], (1, False, False): [1]}
+    d = make_prompt(points=[[2, 2]], labels=[0], multimask=True)
+    assert group_by_layout([a, b, c, d]) == {(0, True, False, False): [0, 2], (1, False, False, False): [1],
+                                             (1, False, False, True): [3]}

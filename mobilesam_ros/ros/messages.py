@@ -1,0 +1,46 @@
+"""core Instances -> the package's ROS messages (instance array, label image, overlay).
+
+All outputs copy the source image's header (stamp and frame_id): never now().
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+from sensor_msgs.msg import RegionOfInterest
+
+from mobilesam_ros.core.instances import Instances
+from mobilesam_ros.core.overlay import draw_overlay
+from mobilesam_ros.msg import InstanceMask, InstanceMaskArray
+from mobilesam_ros.ros.conversions import array_to_image_msg
+
+
+def label_image(inst: Instances, ids: Sequence[int]) -> np.ndarray:
+    """(H, W) uint16: pixel = ids[i] of the instance covering it (best score on overlap), 0 = none."""
+    lut = np.concatenate([[0], np.asarray(ids, np.int64)]).astype(np.uint16)
+    return lut[inst.to_label_image(np.uint16)]
+
+
+def instances_to_msg(inst: Instances, header, mode: str, ids: Optional[Sequence[int]] = None) -> InstanceMaskArray:
+    """Instances -> InstanceMaskArray; ids default to 1..N (SegEvery), SegAny passes prompt ids."""
+    ids = list(range(1, len(inst) + 1)) if ids is None else [int(i) for i in ids]
+    h, w = inst.image_hw
+    out = InstanceMaskArray(header=header, image_width=int(w), image_height=int(h), mode=mode)
+    for i, (x0, y0, crop) in enumerate(inst.crops()):
+        crop8 = crop.astype(np.uint8) * 255
+        det = float(inst.det_scores[i])
+        out.instances.append(InstanceMask(
+            id=ids[i], score=float(inst.scores[i]),
+            stability_score=float(np.nan_to_num(inst.stability[i], nan=0.0)),
+            area=int(inst.areas[i]), class_id=int(inst.class_ids[i]),
+            detection_score=0.0 if np.isnan(det) else det,
+            bbox=RegionOfInterest(x_offset=x0, y_offset=y0, height=int(crop.shape[0]),
+                                  width=int(crop.shape[1]), do_rectify=False),
+            mask=array_to_image_msg(crop8.reshape(crop.shape), "mono8", header)))
+    return out
+
+
+def overlay_image(image: np.ndarray, inst: Instances, labels: np.ndarray, ids: Sequence[int],
+                  alpha: float) -> np.ndarray:
+    """(H, W, 3) uint8 RGB overlay: coloured masks, boxes, ids and scores."""
+    return draw_overlay(image, labels, inst.boxes, ids, inst.scores, alpha)

@@ -1,0 +1,273 @@
+"""The mobilesam lifecycle node: a thin rclpy adapter over core.pipeline.
+
+configure: read parameters, load the models (a bad checkpoint fails the transition with the reason),
+create the lifecycle publishers. activate: subscribe and start the worker. deactivate: stop both,
+keep the model. cleanup / shutdown: free the model.
+
+Topics (relative names: remap them):
+  in   image (sensor_msgs/Image), image/compressed (sensor_msgs/CompressedImage): SensorDataQoS
+  in   prompt (mobilesam_ros/Prompt), clicked_point (geometry_msgs/PointStamped: x, y = pixel)
+  out  ~/instances (mobilesam_ros/InstanceMaskArray), ~/label_image (mono16), ~/overlay (rgb8,
+       only rendered while someone subscribes), /diagnostics (diagnostic_msgs/DiagnosticArray, 1 Hz)
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Optional
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from mobilesam_ros.core.embedding_cache import FrameNotCachedError, stamp_to_ns
+from mobilesam_ros.core.prompts import PromptError
+from mobilesam_ros.msg import InstanceMaskArray, Prompt
+from mobilesam_ros.ros import params as P
+from mobilesam_ros.ros.conversions import (ImageMessageError, array_to_image_msg, compressed_msg_to_rgb,
+                                           image_msg_to_rgb)
+from mobilesam_ros.ros.messages import instances_to_msg, label_image, overlay_image
+from mobilesam_ros.ros.prompt_conversions import click_to_prompts, prompt_msg_to_prompts
+from mobilesam_ros.ros.worker import LatestFrameWorker
+
+WARN_PERIOD_S = 2.0
+
+
+class MobileSamNode(LifecycleNode):
+    def __init__(self, node_name: str = "mobilesam", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        P.declare_all(self)
+        self.add_on_set_parameters_callback(P.check_choices)
+        self._pipeline = None
+        self._worker: Optional[LatestFrameWorker] = None
+        self._subs: list = []
+        self._pubs: dict = {}
+        self._headers: "OrderedDict[int, object]" = OrderedDict()  # stamp_ns -> source header
+        self._frame_count = 0
+        self._last_processed = 0.0
+        self._warned: dict[str, float] = {}
+        self._diag_timer = None
+        self._diag_pub = None
+        if self.get_parameter("autostart").value:
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _autostart(self) -> None:
+        self._autostart_timer.cancel()
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        from mobilesam_ros.core.pipeline import PipelineConfig, build_pipeline
+
+        cfg = P.read_all(self)
+        t0 = time.perf_counter()
+        try:
+            self._pipeline = build_pipeline(PipelineConfig.from_params(cfg))
+        except Exception as exc:  # noqa: BLE001  any load failure must fail the transition, with why
+            self.get_logger().error(f"configure failed: {exc}")
+            self._pipeline = None
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"model ready in {time.perf_counter() - t0:.1f} s: {self._pipeline.describe()}")
+        self._pubs = {
+            "instances": self.create_lifecycle_publisher(InstanceMaskArray, "~/instances", 10),
+            "label": self.create_lifecycle_publisher(Image, "~/label_image", 10),
+            "overlay": self.create_lifecycle_publisher(Image, "~/overlay", 10),
+        }
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        reliable = self.get_parameter("image.reliable").value
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE) if reliable else qos_profile_sensor_data
+        self._worker = LatestFrameWorker(self._process_frame, self._process_prompt, self._on_worker_error)
+        self._subs = [
+            self.create_subscription(Image, "image", self._on_image, qos),
+            self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, qos),
+        ]
+        if self.get_parameter("mode").value in ("segany", "both"):
+            self._subs += [self.create_subscription(Prompt, "prompt", self._on_prompt, 10),
+                           self.create_subscription(PointStamped, "clicked_point", self._on_click, 10)]
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f"active: mode={self.get_parameter('mode').value}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_processing()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_processing(self) -> None:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+
+    def _release(self) -> None:
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        if getattr(self, "_diag_pub", None) is not None:
+            self.destroy_publisher(self._diag_pub)
+            self._diag_pub = None
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
+        self._headers.clear()
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._pipeline is not None
+
+    # ------------------------------------------------------------------ input callbacks
+    def _warn(self, key: str, text: str) -> None:
+        """One log line per kind of problem per WARN_PERIOD_S: bad streams must not flood /rosout."""
+        now = time.monotonic()
+        if now - self._warned.get(key, -1e9) >= WARN_PERIOD_S:
+            self._warned[key] = now
+            self.get_logger().warning(text)
+
+    def _accept_frame(self) -> bool:
+        self._frame_count += 1
+        if self._frame_count % self.get_parameter("segevery.every_n").value:
+            return False
+        rate = self.get_parameter("segevery.max_rate_hz").value
+        now = time.monotonic()
+        if rate > 0 and now - self._last_processed < 1.0 / rate:
+            return False
+        self._last_processed = now
+        return True
+
+    def _on_image(self, msg: Image) -> None:
+        self._submit(msg, image_msg_to_rgb)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._submit(msg, compressed_msg_to_rgb)
+
+    def _submit(self, msg, decode) -> None:
+        if self._worker is None or not self._accept_frame():
+            return
+        try:
+            rgb = decode(msg)
+        except ImageMessageError as exc:
+            self._warn("image", f"skipping image (stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}): {exc}")
+            return
+        self._worker.submit_frame((rgb, msg.header))
+
+    def _on_prompt(self, msg: Prompt) -> None:
+        if self._worker is not None:
+            self._worker.submit_prompt(("prompt", msg))
+
+    def _on_click(self, msg: PointStamped) -> None:
+        if self._worker is not None:
+            self._worker.submit_prompt(("click", msg))
+
+    # ------------------------------------------------------------------ worker side
+    def _on_worker_error(self, kind: str, item, exc: BaseException) -> None:
+        self._warn(f"worker_{kind}_{type(exc).__name__}", f"{kind} failed: {type(exc).__name__}: {exc}")
+
+    def _remember_header(self, stamp_ns: int, header) -> None:
+        self._headers[stamp_ns] = header
+        while len(self._headers) > self._pipeline.cache_size:
+            self._headers.popitem(last=False)
+
+    def _process_frame(self, item) -> None:
+        rgb, header = item
+        stamp = stamp_to_ns(header.stamp.sec, header.stamp.nanosec)
+        mode = self.get_parameter("mode").value
+        self._remember_header(stamp, header)
+        if mode == "segany":
+            self._pipeline.encode(rgb, stamp)
+            return
+        inst = self._pipeline.segment_every(rgb, stamp, self._filters())
+        self._publish(inst, header, InstanceMaskArray.MODE_SEGEVERY, None, rgb)
+
+    def _process_prompt(self, item) -> None:
+        kind, msg = item
+        pipe = self._pipeline
+        try:
+            if kind == "click":
+                stamp, objects, ids = click_to_prompts(msg, pipe, self._tolerance_ns())
+            else:
+                stamp, objects, ids = prompt_msg_to_prompts(msg, pipe, self._tolerance_ns())
+        except (PromptError, FrameNotCachedError) as exc:
+            self._warn(f"{kind}_{type(exc).__name__}", f"skipping {kind}: {exc}")
+            return
+        inst = pipe.segment_prompts(objects, stamp)
+        header = self._headers.get(stamp)
+        if header is None:  # frame encoded but its header already rotated out: rebuild from stamp
+            header = msg.header
+        self._publish(inst, header, InstanceMaskArray.MODE_SEGANY, ids, pipe.frame_image(stamp))
+
+    def _tolerance_ns(self) -> int:
+        return int(self.get_parameter("segany.stamp_tolerance").value * 1e9)
+
+    def _filters(self):
+        from mobilesam_ros.core.pipeline import FilterConfig
+
+        return FilterConfig.from_params(P.read_all(self))
+
+    def _publish(self, inst, header, mode: str, ids, rgb) -> None:
+        if not self._pubs:
+            return
+        ids = list(range(1, len(inst) + 1)) if ids is None else ids
+        self._pubs["instances"].publish(instances_to_msg(inst, header, mode, ids))
+        labels = label_image(inst, ids)
+        self._pubs["label"].publish(array_to_image_msg(labels, "mono16", header))
+        if self._pubs["overlay"].get_subscription_count() > 0 and rgb is not None:
+            over = overlay_image(rgb, inst, labels, ids, self.get_parameter("overlay.alpha").value)
+            self._pubs["overlay"].publish(array_to_image_msg(over, "rgb8", header))
+
+    def _publish_diagnostics(self) -> None:
+        w = self._worker
+        if w is None or self._diag_pub is None:
+            return
+        s = w.stats
+        lat = sorted(s.latencies_s)
+        med = lat[len(lat) // 2] if lat else 0.0
+        level = DiagnosticStatus.OK if s.errors == 0 else DiagnosticStatus.WARN
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: segmentation",
+                                  hardware_id=self._pipeline.describe() if self._pipeline else "",
+                                  message="running" if level == DiagnosticStatus.OK else f"{s.errors} errors")
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in (
+            ("frames_in", s.frames_in), ("frames_done", s.frames_done), ("frames_dropped", s.frames_dropped),
+            ("prompts_in", s.prompts_in), ("prompts_done", s.prompts_done),
+            ("prompts_dropped", s.prompts_dropped), ("errors", s.errors),
+            ("latency_last_s", f"{s.last_latency_s:.4f}"), ("latency_median_s", f"{med:.4f}"),
+            ("cached_frames", len(self._headers)))]
+        self._diag_pub.publish(DiagnosticArray(header=self._diag_header(), status=[status]))
+
+    def _diag_header(self):
+        from std_msgs.msg import Header
+
+        return Header(stamp=self.get_clock().now().to_msg())
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = MobileSamNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._stop_processing()
+        node.destroy_node()
+        rclpy.try_shutdown()
