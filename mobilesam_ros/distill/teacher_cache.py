@@ -1,0 +1,456 @@
+"""On-disk cache of teacher image embeddings for decoupled distillation (MobileSAM).
+
+The teacher runs once per frame; its (256, 64, 64) embedding goes into row i of a memory-mapped
+`embeddings.npy` (N, 256, 64, 64), row order = `source.keys()` order. Optionally the preprocessed
+teacher input (resized longest side + padded, (1024, 1024, 3) uint8 RGB, *before* mean/std
+normalisation) goes into row i of `inputs.npy`, so training never decodes a video or a bag again.
+
+Layout of a cache directory:
+
+- `embeddings.npy`  (N, C, h, w) float32 or float16, opened with np.lib.format.open_memmap;
+- `inputs.npy`      (N, S, S, 3) uint8, only when inputs are stored;
+- `keys.json`       the N frame keys, row order;
+- `manifest.json`   teacher id, checkpoint path + sha256, preprocessing version, shapes, dtype,
+                    count, filled rows as [start, stop) ranges, frames that could not be read.
+
+A build is resumable: rows are flushed to disk before the manifest marks them filled (the manifest
+is replaced atomically), so after a crash or Ctrl-C a rerun encodes only the unmarked rows. A cache
+built for another teacher, checkpoint, preprocessing or frame list is never reused: build raises.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mobilesam_ros.distill.data import EmptySourceError, Frame, FrameSource
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no build lock
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+EMBEDDINGS_FILE = "embeddings.npy"
+INPUTS_FILE = "inputs.npy"
+KEYS_FILE = "keys.json"
+MANIFEST_FILE = "manifest.json"
+_LOCK_FILE = ".build.lock"
+DEFAULT_PREPROCESSING_VERSION = "sam-resize-longest-1024-pad-v1"
+
+PreprocessFn = Callable[[np.ndarray], np.ndarray]
+"""(H, W, 3) uint8 RGB frame -> (S, S, 3) uint8 RGB teacher input (resized + padded)."""
+EncodeFn = Callable[[np.ndarray], Any]
+"""(B, S, S, 3) uint8 RGB batch -> (B, C, h, w) embeddings (numpy or torch); normalises itself."""
+
+
+class CacheError(RuntimeError):
+    """The cache directory is unusable for this request (format, frames, disk, bad outputs)."""
+
+
+class TeacherMismatchError(CacheError):
+    """The cache was built by a different teacher (id or checkpoint) and must not be reused."""
+
+
+class RowNotFilledError(LookupError):
+    """The requested row has no embedding yet (build interrupted, or its frame was unreadable)."""
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, streamed (checkpoints are GBs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _to_ranges(mask: np.ndarray) -> list[list[int]]:
+    """Boolean row mask -> sorted [start, stop) ranges of True rows."""
+    padded = np.concatenate([[False], mask.astype(bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
+
+
+def _from_ranges(ranges: Sequence[Sequence[int]], n: int) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    for a, b in ranges:
+        mask[a:b] = True
+    return mask
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def _build_lock(root: Path) -> Iterator[None]:
+    """Exclusive, non-blocking: two builds writing the same memmap would corrupt it silently."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(root / _LOCK_FILE, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CacheError(f"another build is writing {root}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _as_numpy(out: Any) -> np.ndarray:
+    if hasattr(out, "detach"):  # torch.Tensor, without importing torch here
+        out = out.detach().cpu().numpy()
+    return np.asarray(out)
+
+
+class TeacherCache:
+    """A built (or partly built) cache, read-only: `cache[i] -> (key, embedding view)`.
+
+    Use `TeacherCache.open(dir)` or `TeacherCache.build(...)`. Views are rows of read-only
+    memmaps: (C, h, w) embeddings in the manifest's dtype, (S, S, 3) uint8 inputs. Pickling keeps
+    only the directory (DataLoader workers reopen the memmaps instead of copying them).
+    """
+
+    def __init__(self, root: Path, manifest: dict[str, Any], keys: list[str]) -> None:
+        self.root = root
+        self.manifest = manifest
+        self._keys = keys
+        self._index: dict[str, int] | None = None
+        self.embeddings: np.ndarray = np.load(root / EMBEDDINGS_FILE, mmap_mode="r")
+        self.inputs: np.ndarray | None = (np.load(root / INPUTS_FILE, mmap_mode="r")
+                                          if manifest["store_inputs"] else None)
+        self.filled: np.ndarray = _from_ranges(manifest["filled"], len(keys))
+        expected = (len(keys), *manifest["embedding_shape"])
+        if self.embeddings.shape != expected or self.embeddings.dtype != manifest["dtype"]:
+            raise CacheError(f"{root / EMBEDDINGS_FILE} is {self.embeddings.dtype}"
+                             f"{self.embeddings.shape}, manifest says "
+                             f"{manifest['dtype']}{expected}")
+        if self.inputs is not None:
+            s = manifest["input_size"]
+            if self.inputs.shape != (len(keys), s, s, 3) or self.inputs.dtype != np.uint8:
+                raise CacheError(f"{root / INPUTS_FILE} is {self.inputs.dtype}{self.inputs.shape},"
+                                 f" expected uint8{(len(keys), s, s, 3)}")
+
+    # ---------------------------------------------------------------------------------- reading
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> TeacherCache:
+        """Open an existing cache directory read-only (it may be partly filled)."""
+        root = Path(root)
+        if not (root / MANIFEST_FILE).is_file():
+            raise CacheError(f"{root} is not a teacher cache (no {MANIFEST_FILE})")
+        manifest = json.loads((root / MANIFEST_FILE).read_text())
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise CacheError(f"{root}: cache format {manifest.get('format_version')}, this code "
+                             f"reads {FORMAT_VERSION}")
+        keys = json.loads((root / KEYS_FILE).read_text())
+        if len(keys) != manifest["count"]:
+            raise CacheError(f"{root}: {KEYS_FILE} has {len(keys)} keys, manifest count is "
+                             f"{manifest['count']}")
+        return cls(root, manifest, keys)
+
+    def __len__(self) -> int:
+        """Number of rows (filled or not); see `indices` for the filled ones."""
+        return len(self._keys)
+
+    def _row(self, i: int) -> int:
+        n = len(self._keys)
+        j = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(f"row {i} out of range for a cache of {n} rows")
+        if not self.filled[j]:
+            raise RowNotFilledError(f"row {j} ({self._keys[j]}) of {self.root} has no embedding; "
+                                    "resume the build, or iterate over cache.indices")
+        return j
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray]:
+        """(key, (C, h, w) embedding view) of filled row i."""
+        j = self._row(i)
+        return self._keys[j], self.embeddings[j]
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        """(key, embedding) of the filled rows, in row order."""
+        for j in self.indices:
+            yield self._keys[j], self.embeddings[j]
+
+    def input_image(self, i: int) -> np.ndarray:
+        """(S, S, 3) uint8 RGB teacher input of filled row i (resized + padded, not normalised)."""
+        if self.inputs is None:
+            raise CacheError(f"{self.root} stores no inputs; re-read frame "
+                             f"{self._keys[int(i)]!r} from the source")
+        return self.inputs[self._row(i)]
+
+    @property
+    def keys(self) -> list[str]:
+        """Frame keys in row order (a copy)."""
+        return list(self._keys)
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Filled row numbers, ascending (int64)."""
+        return np.flatnonzero(self.filled)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.filled.all())
+
+    @property
+    def teacher_id(self) -> str:
+        return str(self.manifest["teacher_id"])
+
+    @property
+    def has_inputs(self) -> bool:
+        return self.inputs is not None
+
+    def index_of(self, key: str) -> int:
+        """Row of `key` (filled or not); KeyError if the key is not in the cache."""
+        if self._index is None:
+            self._index = {k: i for i, k in enumerate(self._keys)}
+        return self._index[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": str(self.root)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(TeacherCache.open(state["root"]).__dict__)
+
+    def __repr__(self) -> str:
+        return (f"TeacherCache({str(self.root)!r}, teacher={self.teacher_id!r}, "
+                f"rows={len(self)}, filled={int(self.filled.sum())}, inputs={self.has_inputs})")
+
+    # ---------------------------------------------------------------------------------- building
+
+    @classmethod
+    def build(cls, out_dir: str | os.PathLike[str], source: FrameSource, encode_fn: EncodeFn,
+              batch_size: int, teacher_id: str, progress: bool = True, *,
+              preprocess_fn: PreprocessFn,
+              teacher_checkpoint: str | os.PathLike[str] | None = None,
+              preprocessing_version: str = DEFAULT_PREPROCESSING_VERSION,
+              store_inputs: bool | None = None,
+              dtype: str | np.dtype = "float32",
+              embedding_shape: Sequence[int] = (256, 64, 64),
+              input_size: int = 1024) -> TeacherCache:
+        """Encode every frame of `source` once into `out_dir`, or finish an interrupted build.
+
+        Each frame goes through `preprocess_fn` ((H, W, 3) uint8 RGB -> (input_size, input_size, 3)
+        uint8), then batches of up to `batch_size` go through `encode_fn` ((B, S, S, 3) uint8 ->
+        (B, *embedding_shape), numpy or torch; mean/std normalisation is the encoder's job).
+        `teacher_id` names the teacher; `teacher_checkpoint` (optional) is hashed and recorded.
+        `store_inputs=None` stores inputs for sources without cheap random access (video, bags).
+        `dtype` is float32 or float16. Frames that cannot be decoded leave their row unfilled and
+        are listed in the manifest under `unreadable`.
+
+        Raises TeacherMismatchError when `out_dir` holds a cache of another teacher/checkpoint,
+        CacheError when it holds one of other frames/preprocessing/dtype or the disk is too small.
+        """
+        root = Path(out_dir)
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float16):
+            raise ValueError(f"dtype must be float32 or float16, got {dtype}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        emb_shape = tuple(int(d) for d in embedding_shape)
+        keys = source.keys()
+        if not keys:
+            raise EmptySourceError(f"source {source.path} has no frames")
+        if len(set(keys)) != len(keys):
+            raise CacheError(f"source {source.path} yields duplicate keys; rows need unique keys")
+        if store_inputs is None:
+            store_inputs = not source.random_access
+        checkpoint = None
+        if teacher_checkpoint is not None:
+            ckpt = Path(teacher_checkpoint)
+            checkpoint = {"path": str(ckpt.resolve()), "sha256": file_sha256(ckpt)}
+
+        root.mkdir(parents=True, exist_ok=True)
+        with _build_lock(root):
+            wanted = {
+                "format_version": FORMAT_VERSION, "teacher_id": teacher_id,
+                "teacher_checkpoint": checkpoint, "preprocessing_version": preprocessing_version,
+                "input_size": int(input_size), "embedding_shape": list(emb_shape),
+                "dtype": dtype.name, "count": len(keys), "store_inputs": bool(store_inputs),
+            }
+            if (root / MANIFEST_FILE).is_file():
+                manifest = cls._check_resumable(root, wanted, keys)
+                emb = np.lib.format.open_memmap(root / EMBEDDINGS_FILE, mode="r+")
+                inp = (np.lib.format.open_memmap(root / INPUTS_FILE, mode="r+")
+                       if manifest["store_inputs"] else None)
+            else:
+                manifest, emb, inp = cls._create(root, wanted, keys, source)
+            filled = _from_ranges(manifest["filled"], len(keys))
+            todo = [k for k, f in zip(keys, filled) if not f]
+            if not todo:
+                log.info("%s: all %d rows already filled", root, len(keys))
+            else:
+                cls._check_disk(root, len(todo), emb, inp)
+                cls._fill(root, manifest, keys, filled, todo, source, encode_fn, preprocess_fn,
+                          batch_size, emb, inp, progress)
+            del emb, inp  # close the writable maps before reopening read-only
+        cache = cls.open(root)
+        if not cache.indices.size:
+            raise CacheError(f"no frame of {source.path} could be encoded into {root}")
+        return cache
+
+    @staticmethod
+    def _check_resumable(root: Path, wanted: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+        have = json.loads((root / MANIFEST_FILE).read_text())
+        advice = "use another output directory, or delete this one to rebuild"
+        if have.get("teacher_id") != wanted["teacher_id"]:
+            raise TeacherMismatchError(
+                f"{root} holds embeddings of teacher {have.get('teacher_id')!r}, not "
+                f"{wanted['teacher_id']!r}; {advice}")
+        old, new = have.get("teacher_checkpoint"), wanted["teacher_checkpoint"]
+        if new is not None and (old is None or old["sha256"] != new["sha256"]):
+            raise TeacherMismatchError(
+                f"{root} was built from checkpoint {old and old['path']!r} "
+                f"(sha256 {old and old['sha256'][:12]}), not {new['path']!r} "
+                f"(sha256 {new['sha256'][:12]}); {advice}")
+        for field in ("format_version", "preprocessing_version", "input_size", "embedding_shape",
+                      "dtype"):
+            if have.get(field) != wanted[field]:
+                raise CacheError(f"{root}: {field} is {have.get(field)!r}, this build asks for "
+                                 f"{wanted[field]!r}; {advice}")
+        if not have.get("store_inputs") and wanted["store_inputs"]:
+            raise CacheError(f"{root} was built without stored inputs; filled rows cannot get "
+                             f"them afterwards; {advice}")
+        if json.loads((root / KEYS_FILE).read_text()) != keys:
+            raise CacheError(f"{root} was built from other frames (keys differ from the source's; "
+                             f"different path, topic, every_n or max_frames?); {advice}")
+        return have
+
+    @staticmethod
+    def _create(root: Path, wanted: dict[str, Any], keys: list[str], source: FrameSource
+                ) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
+        # The manifest is written last: a directory without one is a failed creation and is
+        # simply overwritten by the next build.
+        n, s = len(keys), wanted["input_size"]
+        emb = np.lib.format.open_memmap(root / EMBEDDINGS_FILE, mode="w+", dtype=wanted["dtype"],
+                                        shape=(n, *wanted["embedding_shape"]))
+        inp = None
+        if wanted["store_inputs"]:
+            inp = np.lib.format.open_memmap(root / INPUTS_FILE, mode="w+", dtype=np.uint8,
+                                            shape=(n, s, s, 3))
+        elif (root / INPUTS_FILE).exists():
+            (root / INPUTS_FILE).unlink()
+        _write_json_atomic(root / KEYS_FILE, keys)
+        manifest = {**wanted, "source": source.describe(), "filled": [], "n_filled": 0,
+                    "unreadable": [], "created": _now(), "updated": _now()}
+        _write_json_atomic(root / MANIFEST_FILE, manifest)
+        return manifest, emb, inp
+
+    @staticmethod
+    def _check_disk(root: Path, rows: int, emb: np.ndarray, inp: np.ndarray | None) -> None:
+        # The memmaps are sparse files: creating them always succeeds, and running out of disk
+        # later kills the process with SIGBUS on a page write instead of raising.
+        need = rows * (emb[0].nbytes + (inp[0].nbytes if inp is not None else 0))
+        free = shutil.disk_usage(root).free
+        if free < need:
+            raise CacheError(f"{root}: {rows} rows need up to {need / 2**30:.2f} GiB, only "
+                             f"{free / 2**30:.2f} GiB free")
+
+    @staticmethod
+    def _fill(root: Path, manifest: dict[str, Any], keys: list[str], filled: np.ndarray,
+              todo: list[str], source: FrameSource, encode_fn: EncodeFn,
+              preprocess_fn: PreprocessFn, batch_size: int, emb: np.ndarray,
+              inp: np.ndarray | None, progress: bool) -> None:
+        from tqdm import tqdm
+
+        row_of = {k: i for i, k in enumerate(keys)}
+        todo_set = set(todo)
+        size = int(manifest["input_size"])
+        emb_shape = tuple(manifest["embedding_shape"])
+        batch_rows: list[int] = []
+        batch_inputs: list[np.ndarray] = []
+        written: set[str] = set()
+
+        def save(unreadable: list[str] | None = None) -> None:
+            manifest["filled"] = _to_ranges(filled)
+            manifest["n_filled"] = int(filled.sum())
+            if unreadable is not None:
+                manifest["unreadable"] = unreadable
+            manifest["updated"] = _now()
+            _write_json_atomic(root / MANIFEST_FILE, manifest)
+
+        def flush_batch() -> None:
+            out = _as_numpy(encode_fn(np.stack(batch_inputs)))
+            if out.shape != (len(batch_rows), *emb_shape):
+                raise CacheError(f"encode_fn returned shape {out.shape} for a batch of "
+                                 f"{len(batch_rows)}, expected {(len(batch_rows), *emb_shape)}")
+            out = out.astype(emb.dtype, copy=False)
+            if not np.isfinite(out).all():  # NaN from the teacher, or float16 overflow
+                bad = [keys[r] for r, e in zip(batch_rows, out) if not np.isfinite(e).all()]
+                raise CacheError(f"non-finite {emb.dtype} embeddings for {bad}")
+            for j, r in enumerate(batch_rows):
+                emb[r] = out[j]
+                if inp is not None:
+                    inp[r] = batch_inputs[j]
+            # Data reaches the disk before the manifest claims it does.
+            emb.flush()
+            if inp is not None:
+                inp.flush()
+            filled[batch_rows] = True
+            save()
+            bar.update(len(batch_rows))
+            batch_rows.clear()
+            batch_inputs.clear()
+
+        frame: Frame
+        bar = tqdm(total=len(keys), initial=len(keys) - len(todo), unit="frame",
+                   desc=f"teacher {manifest['teacher_id']}", disable=not progress)
+        try:
+            for frame in source.frames(only=todo_set):
+                r = row_of.get(frame.key)
+                if r is None or frame.key not in todo_set:
+                    raise CacheError(f"source yielded unexpected key {frame.key!r}; is it "
+                                     "deterministic?")
+                x = preprocess_fn(frame.image)
+                if not (isinstance(x, np.ndarray) and x.dtype == np.uint8
+                        and x.shape == (size, size, 3)):
+                    raise CacheError(f"preprocess_fn must return uint8 {(size, size, 3)}, got "
+                                     f"{getattr(x, 'dtype', type(x))}{getattr(x, 'shape', '')}")
+                batch_rows.append(r)
+                batch_inputs.append(x)
+                written.add(frame.key)
+                if len(batch_rows) == batch_size:
+                    flush_batch()
+            if batch_rows:
+                flush_batch()
+        except BaseException:
+            log.warning("%s: build interrupted with %d of %d rows filled; rerun to resume", root,
+                        int(filled.sum()), len(keys))
+            raise
+        finally:
+            bar.close()
+        skipped = [k for k in source.skipped if k in todo_set]
+        skipped_set = set(skipped)
+        missing = [k for k in todo if k not in written and k not in skipped_set]
+        if missing:  # e.g. a video whose stream ends earlier on this pass than on the key pass
+            log.warning("%s: %d frame(s) listed by the source were never yielded: %s%s", root,
+                        len(missing), missing[:5], " ..." if len(missing) > 5 else "")
+        if skipped or missing:
+            log.warning("%s: %d row(s) left unfilled (unreadable frames)", root,
+                        len(skipped) + len(missing))
+        save(unreadable=skipped + missing)
