@@ -1,85 +1,10 @@
-"""sensor_msgs/Image and CompressedImage <-> numpy, without cv_bridge, with clear errors.
-
-Every decode validates what a camera driver or a bad bag can get wrong (unknown encoding, `step`
-smaller than a row, truncated `data`, empty or absurdly large images) and raises ImageMessageError
-with the reason, so the node can log one line and go on with the next frame.
-"""
+"""numpy -> sensor_msgs/Image for the node's outputs; decoding lives in core.image_codec."""
 from __future__ import annotations
 
 import numpy as np
 
-# encoding -> (dtype, channels)
-_ENCODINGS = {
-    "mono8": (np.uint8, 1), "8UC1": (np.uint8, 1), "mono16": (np.uint16, 1), "16UC1": (np.uint16, 1),
-    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "8UC3": (np.uint8, 3),
-    "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4), "8UC4": (np.uint8, 4),
-    "rgb16": (np.uint16, 3), "bgr16": (np.uint16, 3),
-}
-MAX_PIXELS = 8192 * 8192  # a frame larger than this is a corrupt header, not a camera
-
-
-class ImageMessageError(ValueError):
-    """An image message that cannot be turned into an RGB array."""
-
-
-def image_msg_to_array(msg) -> np.ndarray:
-    """sensor_msgs/Image -> (H, W, C) or (H, W) array in the message's own channel order."""
-    if msg.encoding not in _ENCODINGS:
-        raise ImageMessageError(
-            f"unsupported encoding {msg.encoding!r} (supported: {', '.join(sorted(_ENCODINGS))})")
-    dtype, ch = _ENCODINGS[msg.encoding]
-    h, w = int(msg.height), int(msg.width)
-    if h == 0 or w == 0:
-        raise ImageMessageError(f"empty image ({w}x{h})")
-    if h * w > MAX_PIXELS:
-        raise ImageMessageError(f"image {w}x{h} exceeds the {MAX_PIXELS} pixel limit")
-    dt = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    row = w * ch * dt.itemsize
-    if msg.step < row:
-        raise ImageMessageError(f"step {msg.step} < width*channels*bytes = {row} for {msg.encoding} {w}x{h}")
-    need = msg.step * (h - 1) + row
-    buf = np.frombuffer(msg.data, dtype=np.uint8)
-    if buf.size < need:
-        raise ImageMessageError(f"truncated data: {buf.size} bytes, {msg.encoding} {w}x{h} step {msg.step} needs {need}")
-    if buf.size < msg.step * h:  # last row may legally omit its padding
-        buf = np.concatenate([buf, np.zeros(msg.step * h - buf.size, np.uint8)])
-    rows = buf[: msg.step * h].reshape(h, msg.step)[:, :row]
-    arr = np.ascontiguousarray(rows).view(dt).reshape(h, w, ch).astype(dt.newbyteorder("="), copy=False)
-    return arr[:, :, 0] if ch == 1 else arr
-
-
-def to_rgb8(arr: np.ndarray, encoding: str) -> np.ndarray:
-    """Any supported decoded image -> (H, W, 3) uint8 RGB (16-bit scaled by 1/257, alpha dropped)."""
-    if arr.dtype == np.uint16:
-        arr = (arr.astype(np.uint32) // 257).astype(np.uint8)
-    if arr.ndim == 2:
-        return np.repeat(arr[:, :, None], 3, axis=2)
-    if encoding.startswith("bgr"):
-        arr = arr[:, :, 2::-1]
-    elif arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    return np.ascontiguousarray(arr)
-
-
-def image_msg_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image -> (H, W, 3) uint8 RGB."""
-    return to_rgb8(image_msg_to_array(msg), msg.encoding)
-
-
-def compressed_msg_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB."""
-    import cv2
-
-    buf = np.frombuffer(msg.data, np.uint8)
-    if buf.size == 0:
-        raise ImageMessageError("empty CompressedImage data")
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ImageMessageError(f"could not decode CompressedImage (format {msg.format!r}, {buf.size} bytes)")
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = img[:, :, :3]
-    enc = "mono" if img.ndim == 2 else "bgr"  # OpenCV decodes colour as BGR
-    return to_rgb8(img, enc)
+from mobilesam_ros.core.image_codec import (ImageMessageError, compressed_msg_to_rgb,  # noqa: F401
+                                            image_msg_to_array, image_msg_to_rgb)
 
 
 def array_to_image_msg(arr: np.ndarray, encoding: str, header):

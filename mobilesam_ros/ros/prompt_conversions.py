@@ -5,7 +5,7 @@ import numpy as np
 
 from mobilesam_ros.core.embedding_cache import FrameNotCachedError, stamp_to_ns
 from mobilesam_ros.core.prompts import ObjectPrompt, PromptError, make_prompt
-from mobilesam_ros.ros.conversions import ImageMessageError, image_msg_to_array
+from mobilesam_ros.core.image_codec import ImageMessageError, image_msg_to_array
 
 
 def _mask_input(img) -> np.ndarray | None:
