@@ -1,0 +1,69 @@
+"""Write the ONNX graphs the ONNX Runtime backend runs.
+
+encoder.onnx:  image (1, 3, 1024, 1024) float32, normalised + padded  -> image_embeddings (1, 256, 64, 64)
+decoder.onnx:  image_embeddings (1, 256, 64, 64), point_coords (B, N, 2) float32 in the 1024 frame,
+               point_labels (B, N) float32 (1/0 points, 2/3 box corners, -1 padding),
+               mask_input (B, 1, 256, 256) low-res logits, has_mask_input (B,) 0/1
+               -> low_res_masks (B, 4, 256, 256), iou_predictions (B, 4)
+B (prompts) and N (tokens) are dynamic. The decoder graph is the exact fast decoder (one embedding
+shared by all B prompts, no per-prompt copy); upsampling to the image size stays outside the graph.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+from torch import nn
+
+from ..modeling.fast_decoder import FastMaskDecoder
+from ..modeling.sam import Sam
+from .onnx_backend import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT
+
+OPSET = 17
+
+
+class DecoderGraph(nn.Module):
+    """Prompt encoder + mask decoder over the unified token layout, all four mask tokens out."""
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__()
+        self.sam = sam
+        self.fast = FastMaskDecoder(sam.prompt_encoder, sam.mask_decoder)
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+        pe = self.sam.prompt_encoder
+        sparse = pe.embed_tokens(point_coords, point_labels)
+        has = has_mask_input.reshape(-1, 1, 1, 1)
+        no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        dense = has * pe._embed_masks(mask_input) + (1 - has) * no_mask
+        ctx = self.fast.prepare(image_embeddings)
+        return self.fast.decode(ctx, sparse, dense, multimask=None)
+
+
+def export_encoder(sam: Sam, path: str) -> str:
+    x = torch.zeros(1, 3, 1024, 1024)
+    _export(sam.image_encoder, (x,), path, [ENCODER_INPUT], [ENCODER_OUTPUT], None)
+    return path
+
+
+def export_decoder(sam: Sam, path: str) -> str:
+    b, n = 2, 3
+    args = (torch.zeros(1, 256, 64, 64), torch.rand(b, n, 2) * 1024,
+            torch.tensor([[1.0, 0.0, -1.0], [2.0, 3.0, 1.0]]), torch.zeros(b, 1, 256, 256),
+            torch.zeros(b))
+    dyn = {"point_coords": {0: "prompts", 1: "tokens"}, "point_labels": {0: "prompts", 1: "tokens"},
+           "mask_input": {0: "prompts"}, "has_mask_input": {0: "prompts"},
+           "low_res_masks": {0: "prompts"}, "iou_predictions": {0: "prompts"}}
+    _export(DecoderGraph(sam).eval(), args, path, list(DECODER_INPUTS), list(DECODER_OUTPUTS), dyn)
+    return path
+
+
+def _export(module, args, path, inputs, outputs, dynamic_axes) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python ints in shapes are expected
+        # the TorchScript exporter: dynamic_axes, no onnxscript dependency
+        torch.onnx.export(module.eval(), args, path, input_names=inputs, output_names=outputs,
+                          dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True,
+                          dynamo=False)
