@@ -17,10 +17,12 @@ import torch.nn.functional as F
 
 from .backends.base import Backend
 from .embedding_cache import CachedFrame, EmbeddingCache
+from .postprocess import stability_score
 from .prompts import ObjectPrompt, group_by_layout, make_prompt, to_tokens
 from .transforms import ResizeLongestSide, preprocess_image
 
 IMG_SIZE = 1024
+STABILITY_OFFSET = 1.0  # SAM's automatic mask generator default
 
 
 class ImageError(ValueError):
@@ -38,11 +40,13 @@ class FrameEntry:
 
 @dataclass
 class Prediction:
-    """One object's result. masks (C, H, W) bool original px; iou (C,); low_res_logits (C, 256, 256)."""
+    """One object's result. masks (C, H, W) bool original px; iou (C,); low_res_logits (C, 256, 256);
+    stability (C,): SAM's stability score of the full-resolution logits (None without masks)."""
 
     masks: Optional[np.ndarray]
     iou: np.ndarray
     low_res_logits: np.ndarray
+    stability: Optional[np.ndarray] = None
 
 
 def postprocess_masks(low_res: torch.Tensor, input_size: tuple[int, int],
@@ -143,8 +147,9 @@ class SamPredictor:
             best = iou.argmax(1)
             rows = np.arange(len(best))
             low, iou = low[rows, best][:, None], iou[rows, best][:, None]
-        full = None
-        if return_masks:
-            full = postprocess_masks(torch.from_numpy(low), entry.input_size, frame.original_size)
-            full = (full > self.mask_threshold).numpy()
-        return [Prediction(None if full is None else full[k], iou[k], low[k]) for k in range(len(prompts))]
+        if not return_masks:
+            return [Prediction(None, iou[k], low[k]) for k in range(len(prompts))]
+        logits = postprocess_masks(torch.from_numpy(low), entry.input_size, frame.original_size)
+        stab = stability_score(logits, self.mask_threshold, STABILITY_OFFSET).numpy()
+        full = (logits > self.mask_threshold).numpy()
+        return [Prediction(full[k], iou[k], low[k], stab[k]) for k in range(len(prompts))]
