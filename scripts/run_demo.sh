@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
 . scripts/activate.sh
+export MOBILESAM_WEIGHTS="${MOBILESAM_WEIGHTS:-$PWD/weights}"
 exec python -P -m mobilesam_ros.ros.demo "$@"

@@ -23,10 +23,18 @@ class ImageMessageError(ValueError):
     """An image message that cannot be turned into an RGB array."""
 
 
+class UnsupportedImageEncodingError(ImageMessageError):
+    """The message's pixel encoding / compressed format is not decoded here at all.
+
+    Unlike a corrupt frame, this concerns every message of the topic, so a reader of a recorded bag
+    should stop instead of skipping frame after frame (the node, catching ImageMessageError, logs).
+    """
+
+
 def image_msg_to_array(msg) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, C) or (H, W) array in the message's own channel order."""
     if msg.encoding not in _ENCODINGS:
-        raise ImageMessageError(
+        raise UnsupportedImageEncodingError(
             f"unsupported encoding {msg.encoding!r} (supported: {', '.join(sorted(_ENCODINGS))})")
     dtype, ch = _ENCODINGS[msg.encoding]
     h, w = int(msg.height), int(msg.width)
@@ -49,10 +57,29 @@ def image_msg_to_array(msg) -> np.ndarray:
     return arr[:, :, 0] if ch == 1 else arr
 
 
-def to_rgb8(arr: np.ndarray, encoding: str) -> np.ndarray:
-    """Any supported decoded image -> (H, W, 3) uint8 RGB (16-bit scaled by 1/257, alpha dropped)."""
+MONO16_MODES = ("range", "minmax")
+
+
+def _u16_to_u8(arr: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "range":
+        return (arr.astype(np.uint32) // 257).astype(np.uint8)
+    if mode == "minmax":
+        lo, hi = int(arr.min()), int(arr.max())
+        if hi == lo:
+            return np.zeros(arr.shape, np.uint8)
+        return np.rint((arr.astype(np.float32) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    raise ValueError(f"mono16 must be one of {MONO16_MODES}, got {mode!r}")
+
+
+def to_rgb8(arr: np.ndarray, encoding: str, mono16: str = "range") -> np.ndarray:
+    """Any supported decoded image -> (H, W, 3) uint8 RGB (alpha dropped).
+
+    16-bit images: `mono16='range'` maps 0..65535 onto 0..255 (// 257, so 257*k -> k);
+    `'minmax'` stretches the frame's own min..max (all channels together) onto 0..255, for sensors
+    that use a few of the 16 bits. Either way it is a display conversion, not a calibrated one.
+    """
     if arr.dtype == np.uint16:
-        arr = (arr.astype(np.uint32) // 257).astype(np.uint8)
+        arr = _u16_to_u8(arr, mono16)
     if arr.ndim == 2:
         return np.repeat(arr[:, :, None], 3, axis=2)
     if encoding.startswith("bgr"):
@@ -62,15 +89,26 @@ def to_rgb8(arr: np.ndarray, encoding: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def image_msg_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image -> (H, W, 3) uint8 RGB (mono16 scaled by 1/257)."""
-    return to_rgb8(image_msg_to_array(msg), msg.encoding)
+def image_msg_to_rgb(msg, mono16: str = "range") -> np.ndarray:
+    """sensor_msgs/Image -> (H, W, 3) uint8 RGB (16-bit scaled as `to_rgb8`'s `mono16` says).
+
+    The result may share memory with `msg.data` (rgb8 without row padding); copy it to keep it
+    beyond the message or to write into it.
+    """
+    return to_rgb8(image_msg_to_array(msg), msg.encoding, mono16)
 
 
 def compressed_msg_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB."""
+    """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB.
+
+    compressedDepth payloads (a depth-quantisation header before the PNG) are refused with
+    UnsupportedImageEncodingError: they hold depth, not an image.
+    """
     import cv2
 
+    if "compresseddepth" in str(msg.format).lower().replace(" ", ""):
+        raise UnsupportedImageEncodingError(
+            f"unsupported CompressedImage format {msg.format!r} (compressedDepth holds depth)")
     buf = np.frombuffer(msg.data, np.uint8)
     if buf.size == 0:
         raise ImageMessageError("empty CompressedImage data")

@@ -13,13 +13,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .backends.base import Backend
 from .embedding_cache import CachedFrame, EmbeddingCache
 from .postprocess import stability_score
 from .prompts import ObjectPrompt, group_by_layout, make_prompt, to_tokens
-from .transforms import ResizeLongestSide, preprocess_image
+from .transforms import ResizeLongestSide, postprocess_masks, preprocess_image
 
 IMG_SIZE = 1024
 STABILITY_OFFSET = 1.0  # SAM's automatic mask generator default
@@ -47,18 +46,6 @@ class Prediction:
     iou: np.ndarray
     low_res_logits: np.ndarray
     stability: Optional[np.ndarray] = None
-
-
-def postprocess_masks(low_res: torch.Tensor, input_size: tuple[int, int],
-                      original_size: tuple[int, int], img_size: int = IMG_SIZE) -> torch.Tensor:
-    """Low-res logits (B, C, 256, 256) -> logits (B, C, H, W) in the original frame.
-
-    Bilinear (align_corners=False) to img_size², crop the padding to input_size (h, w), bilinear to
-    original_size (H, W): the official two-step order, so thresholds flip exactly where SAM's do.
-    """
-    x = F.interpolate(low_res, (img_size, img_size), mode="bilinear", align_corners=False)
-    x = x[..., : int(input_size[0]), : int(input_size[1])]
-    return F.interpolate(x, (int(original_size[0]), int(original_size[1])), mode="bilinear", align_corners=False)
 
 
 def check_image(image) -> np.ndarray:

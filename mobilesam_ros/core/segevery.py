@@ -15,7 +15,8 @@ import torch
 
 from .instances import Instances
 from .postprocess import masks_to_boxes, pack_masks, stability_score
-from .predictor import SamPredictor, postprocess_masks
+from .predictor import SamPredictor
+from .transforms import postprocess_masks
 from .prompts import LABEL_BOX_BR, LABEL_BOX_TL
 
 

@@ -67,8 +67,9 @@ def resize_uint8_like_pil(image: np.ndarray, size_hw: Tuple[int, int]) -> np.nda
     image: (H, W, C) uint8. Returns (h, w, C) uint8. Pillow runs two 1-D passes, rounding to 8 bits
     in between, and skips a pass whose axis keeps its size. The pass order follows Pillow 13
     (`ImagingResampleInner`): vertical first when the height loses more than twice as many pixels
-    as the width, else horizontal first. (Older Pillow always went horizontal first; for images
-    that are not more than twice as tall as wide the two rules agree.)
+    as the width, else horizontal first. (Older Pillow always went horizontal first; for the
+    proportional shrink of `ResizeLongestSide` the two differ (by 1 level where seen) only on images
+    more than about twice as tall as wide.)
     """
     h, w = size_hw
     x = torch.from_numpy(np.ascontiguousarray(image)).to(torch.int32)
@@ -77,7 +78,7 @@ def resize_uint8_like_pil(image: np.ndarray, size_hw: Tuple[int, int]) -> np.nda
     for axis, size in ([(0, h), (1, w)] if vertical_first else [(1, w), (0, h)]):
         if size != x.shape[axis]:
             x = _resample_axis(x, axis, size)
-    return x.to(torch.uint8).numpy()
+    return x.to(torch.uint8).contiguous().numpy()
 
 
 class ResizeLongestSide:
@@ -143,3 +144,15 @@ def preprocess_image(image: np.ndarray, target_length: int = 1024
     resized = ResizeLongestSide(target_length).apply_image(image)
     x = torch.from_numpy(resized).permute(2, 0, 1).unsqueeze(0)
     return normalize_and_pad(x, target_length), (resized.shape[0], resized.shape[1])
+
+
+def postprocess_masks(low_res: torch.Tensor, input_size: tuple[int, int],
+                      original_size: tuple[int, int], img_size: int = 1024) -> torch.Tensor:
+    """Low-res logits (B, C, 256, 256) -> logits (B, C, H, W) in the original frame.
+
+    Bilinear (align_corners=False) to img_size², crop the padding to input_size (h, w), bilinear to
+    original_size (H, W): the official two-step order, so thresholds flip exactly where SAM's do.
+    """
+    x = F.interpolate(low_res, (img_size, img_size), mode="bilinear", align_corners=False)
+    x = x[..., : int(input_size[0]), : int(input_size[1])]
+    return F.interpolate(x, (int(original_size[0]), int(original_size[1])), mode="bilinear", align_corners=False)

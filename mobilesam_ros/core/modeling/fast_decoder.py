@@ -103,19 +103,23 @@ def _token_to_image_folded(attn: Attention, q_in: Tensor, kp: Tensor, keys: Tens
 
 
 def _token_values_projected(attn: Attention, v_in: Tensor) -> Tensor:
-    """Token values pushed through out_proj per head (rewrite 3): (B, T, C) -> (B, H*T, C)."""
+    """Token values pushed through out_proj per head (rewrite 3): (B, T, C) -> (B, H*T, C).
+
+    Each row also carries out_proj.bias / H: every image row's attention weights sum to 1 per head,
+    i.e. to H over all H*T rows, so the product adds the bias exactly once (no separate pass).
+    """
     h = attn.num_heads
     bsz, _, cdim = v_in.shape
     v = _heads(attn.v_proj(v_in), h)  # (H, B*T, c)
     w_o = attn.out_proj.weight.t().view(h, attn.internal_dim // h, cdim)
-    return _to_prompt_major(v @ w_o, bsz)
+    return _to_prompt_major(torch.baddbmm(attn.out_proj.bias / h, v, w_o), bsz)
 
 
-def _image_to_token_shared(attn: Attention, q0_t: Tensor, k_in: Tensor, v_in: Tensor) -> Tensor:
+def _image_to_token_shared(attn: Attention, q0_t: Tensor, k_in: Tensor, v_in: Tensor, residual: Tensor) -> Tensor:
     """Frame's pre-projected image queries attend to the tokens (rewrites 1 + 3).
 
-    q0_t (H, c, N) scaled queries; k_in (B, T, C) tokens + PE; v_in (B, T, C) tokens
-    -> update (B, N, C), out_proj bias included.
+    q0_t (H, c, N) scaled queries; k_in (B, T, C) tokens + PE; v_in (B, T, C) tokens;
+    residual (N, C) -> residual + attention update (B, N, C), before norm4.
     """
     h = q0_t.shape[0]
     bsz, t, cdim = k_in.shape
@@ -123,15 +127,14 @@ def _image_to_token_shared(attn: Attention, q0_t: Tensor, k_in: Tensor, v_in: Te
     s = k @ q0_t  # (H, B*T, N): tokens on the middle axis, so the softmax over them is not innermost
     s = s.view(h, bsz, t, -1).softmax(dim=2)
     s = _to_prompt_major(s.view(h, bsz * t, -1), bsz)  # (B, H*T, N)
-    vo = _token_values_projected(attn, v_in)
-    return torch.baddbmm(attn.out_proj.bias.view(1, 1, cdim), s.transpose(1, 2), vo)
+    return torch.baddbmm(residual.unsqueeze(0), s.transpose(1, 2), _token_values_projected(attn, v_in))
 
 
-def _image_to_token_folded(attn: Attention, kp: Tensor, k_in: Tensor, v_in: Tensor) -> Tensor:
+def _image_to_token_folded(attn: Attention, kp: Tensor, k_in: Tensor, v_in: Tensor, residual: Tensor) -> Tensor:
     """Per-prompt image tokens attend to the tokens without projecting them (rewrites 2 + 3).
 
-    kp (B, N, C) image tokens + PE; k_in (B, T, C) tokens + PE; v_in (B, T, C) tokens
-    -> update (B, N, C), out_proj bias included.
+    kp (B, N, C) image tokens + PE; k_in (B, T, C) tokens + PE; v_in (B, T, C) tokens;
+    residual (B, N, C) -> residual + attention update (B, N, C), before norm4.
     """
     h = attn.num_heads
     bsz, t, cdim = k_in.shape
@@ -143,8 +146,7 @@ def _image_to_token_folded(attn: Attention, kp: Tensor, k_in: Tensor, v_in: Tens
     k_bias = _to_prompt_major((k @ attn.q_proj.bias.view(h, c, 1)).mul_(scale), bsz)  # (B, H*T, 1)
     s = torch.baddbmm(k_bias, k_fold, kp.transpose(1, 2))  # (B, H*T, N)
     s = s.view(bsz, h, t, -1).softmax(dim=2).view(bsz, h * t, -1)
-    vo = _token_values_projected(attn, v_in)
-    return torch.baddbmm(attn.out_proj.bias.view(1, 1, cdim), s.transpose(1, 2), vo)
+    return torch.baddbmm(residual, s.transpose(1, 2), _token_values_projected(attn, v_in))
 
 
 class FastMaskDecoder:
@@ -245,12 +247,11 @@ class FastMaskDecoder:
             queries = layer.norm2(queries + upd)
             queries = layer.norm3(queries + layer.mlp(queries))
             if shared:
-                upd = _image_to_token_shared(layer.cross_attn_image_to_token, ctx.q0, queries + tokens, queries)
-                keys = layer.norm4(upd.add_(ctx.x0))
+                upd = _image_to_token_shared(layer.cross_attn_image_to_token, ctx.q0, queries + tokens, queries, ctx.x0)
             else:
-                upd = _image_to_token_folded(layer.cross_attn_image_to_token, kp, queries + tokens, queries)
+                upd = _image_to_token_folded(layer.cross_attn_image_to_token, kp, queries + tokens, queries, keys)
                 del kp
-                keys = layer.norm4(upd.add_(keys))
+            keys = layer.norm4(upd)
             del upd
         kp = keys + pe
         upd = _token_to_image_folded(self.tf.final_attn_token_to_image, queries + tokens, kp, keys)

@@ -40,7 +40,7 @@ class PositionEmbeddingRandom(nn.Module):
         # cumsum - 0.5 (not arange + 0.5) to keep the official float rounding
         y_embed = (grid.cumsum(dim=0) - 0.5) / h
         x_embed = (grid.cumsum(dim=1) - 0.5) / w
-        pe = self._pe_encoding(torch.stack([x_embed, y_embed], dim=-1))
+        pe = self._pe_encoding(torch.stack([x_embed, y_embed], dim=-1).to(self.positional_encoding_gaussian_matrix.dtype))
         return pe.permute(2, 0, 1)
 
     def forward_with_coords(self, coords_input: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
@@ -50,7 +50,8 @@ class PositionEmbeddingRandom(nn.Module):
         """
         x = coords_input[..., 0] / image_size[1]
         y = coords_input[..., 1] / image_size[0]
-        return self._pe_encoding(torch.stack([x, y], dim=-1).to(torch.float))
+        # official: .to(torch.float); the matrix's dtype is the same in fp32 and also serves fp16
+        return self._pe_encoding(torch.stack([x, y], dim=-1).to(self.positional_encoding_gaussian_matrix.dtype))
 
 
 class PromptEncoder(nn.Module):
@@ -149,8 +150,8 @@ class PromptEncoder(nn.Module):
         masks: (B, 1, 256, 256) low-res logits. T = N (+1 pad) (+2 box corners).
         """
         bs = self._get_batch_size(points, boxes, masks)
-        device = self.point_embeddings[0].weight.device
-        sparse = torch.empty((bs, 0, self.embed_dim), device=device)
+        weight = self.point_embeddings[0].weight
+        sparse = torch.empty((bs, 0, self.embed_dim), device=weight.device, dtype=weight.dtype)
         if points is not None:
             coords, labels = points
             sparse = torch.cat([sparse, self._embed_points(coords, labels, pad=boxes is None)], dim=1)

@@ -6,10 +6,9 @@ Attribute names match the official `mobile_sam.modeling.Sam`, so the official fl
 from typing import Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..transforms import PIXEL_MEAN, PIXEL_STD, normalize_and_pad
+from ..transforms import PIXEL_MEAN, PIXEL_STD, normalize_and_pad, postprocess_masks
 from .tiny_vit import build_tiny_vit_5m
 
 
@@ -46,10 +45,7 @@ class Sam(nn.Module):
         Bilinear (align_corners=False) up to img_size x img_size, crop the padding away to
         input_size (h, w), then bilinear to original_size (H, W) — the official two-step order.
         """
-        masks = F.interpolate(masks, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
-        masks = masks[..., : int(input_size[0]), : int(input_size[1])]
-        return F.interpolate(masks, (int(original_size[0]), int(original_size[1])), mode="bilinear",
-                             align_corners=False)
+        return postprocess_masks(masks, input_size, original_size, self.img_size)
 
 
 def build_mobile_sam(image_encoder: Optional[nn.Module] = None) -> Sam:

@@ -204,7 +204,6 @@ class BasicLayer(nn.Module):
                  window_size: int, mlp_ratio: float, local_conv_size: int,
                  downsample: Optional[PatchMerging]) -> None:
         super().__init__()
-        self.input_resolution = input_resolution
         self.blocks = nn.ModuleList([
             TinyViTBlock(dim, input_resolution, num_heads, window_size, mlp_ratio, local_conv_size)
             for _ in range(depth)])
