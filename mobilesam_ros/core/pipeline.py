@@ -12,6 +12,7 @@ import numpy as np
 
 from .factory import ModelConfig, build_backend
 from .instances import Instances
+from .postprocess import mask_nms
 from .predictor import SamPredictor
 from .prompts import ObjectPrompt
 from .segevery import decode_boxes
@@ -32,15 +33,19 @@ class FilterConfig:
         return cls(p["filter.pred_iou_thresh"], p["filter.stability_thresh"], p["filter.min_area"],
                    p["filter.mask_nms_thresh"], p["filter.max_instances"])
 
+    def keep(self, inst: Instances) -> np.ndarray:
+        """Indices of `inst` that survive: thresholds, best predicted IoU first, mask NMS against
+        duplicates, at most max_instances."""
+        idx = np.flatnonzero((inst.scores >= self.pred_iou_thresh)
+                             & (np.nan_to_num(inst.stability, nan=0.0) >= self.stability_thresh)
+                             & (inst.areas >= max(self.min_area, 1)))
+        idx = idx[np.argsort(-inst.scores[idx], kind="stable")]
+        if self.mask_nms_thresh < 1.0 and len(idx) > 1:
+            idx = idx[mask_nms(inst.select(idx).dense_masks(), inst.scores[idx], self.mask_nms_thresh)]
+        return idx[: self.max_instances]
+
     def apply(self, inst: Instances) -> Instances:
-        """Threshold, drop duplicates (mask NMS), sort by predicted IoU, cap the count."""
-        keep = ((inst.scores >= self.pred_iou_thresh)
-                & (np.nan_to_num(inst.stability, nan=0.0) >= self.stability_thresh)
-                & (inst.areas >= max(self.min_area, 1)))
-        inst = inst.select(np.flatnonzero(keep)).sort_by_score()
-        if self.mask_nms_thresh < 1.0 and len(inst) > 1:
-            inst = inst.nms(self.mask_nms_thresh, use_masks=True)
-        return inst.select(np.arange(min(len(inst), self.max_instances)))
+        return inst.select(self.keep(inst))
 
 
 @dataclass

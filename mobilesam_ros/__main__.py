@@ -1,0 +1,33 @@
+"""python -m mobilesam_ros {segany,segevery,export,distill}: the ROS-free command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .cli import export, segany, segevery
+    from .distill import cli as distill
+
+    ap = argparse.ArgumentParser(prog="python -m mobilesam_ros", description="MobileSAM / MobileSAMv2 "
+                                 "segmentation without ROS: SegAny, SegEvery, ONNX export, distillation.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for mod in (segany, segevery, export, distill):
+        mod.add_parser(sub)
+    return ap
+
+
+def main(argv=None) -> int:
+    from .cli.common import fail
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001  one clear line and an exit code scripts can trust
+        return fail(exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""`segevery`: all objects of one image -> packed masks, boxes, scores, areas (.npz)."""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from .common import CliError, EXIT_OK, add_model_args, model_config, read_rgb, write_rgb
+
+
+def add_parser(sub) -> None:
+    ap = sub.add_parser("segevery", help="segment every object of an image",
+                        description="SegEvery: box prompts from a detector (MobileSAMv2), from a "
+                        ".npy file, or SAM's point grid, decoded in batches. The .npz holds "
+                        "masks_packed (N,H,ceil(W/8), np.packbits on the last axis) + masks_shape, "
+                        "boxes (N,4 xyxy px, tight mask boxes), prompt_boxes, scores (predicted IoU), "
+                        "stability, areas, class_ids, det_scores; sorted by score.")
+    add_model_args(ap)
+    ap.add_argument("--image", required=True, help="input image file")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--detector", help="YOLOv8-style ONNX detector proposing boxes")
+    src.add_argument("--boxes", help=".npy of (N,4) xyxy boxes in image pixels")
+    src.add_argument("--grid", type=int, metavar="N", help="SAM's automatic mask generator, N x N points")
+    ap.add_argument("--conf", type=float, default=0.4, help="detector confidence (MobileSAMv2: 0.4)")
+    ap.add_argument("--iou", type=float, default=0.9, help="detector NMS IoU (MobileSAMv2: 0.9)")
+    ap.add_argument("--pred-iou-thresh", type=float, default=0.0, help="drop masks below this predicted IoU")
+    ap.add_argument("--stability-thresh", type=float, default=0.0, help="drop masks below this stability")
+    ap.add_argument("--min-area", type=int, default=0, help="drop masks smaller than this (px)")
+    ap.add_argument("--mask-nms", type=float, default=1.0, help="mask NMS IoU (1.0 = off)")
+    ap.add_argument("--max-instances", type=int, default=1000, help="keep at most this many")
+    ap.add_argument("--output", required=True, help="output .npz")
+    ap.add_argument("--overlay", help="also write an overlay PNG")
+    ap.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.factory import build_backend
+    from ..core.overlay import draw_overlay
+    from ..core.pipeline import FilterConfig
+    from ..core.predictor import SamPredictor
+    from ..core.segevery import decode_boxes
+
+    image = read_rgb(args.image)
+    predictor = SamPredictor(build_backend(model_config(args)))
+    t0 = time.perf_counter()
+    predictor.set_image(image)
+    prompt_boxes = None
+    if args.grid:
+        from ..core.amg import AutomaticMaskGenerator
+
+        inst = AutomaticMaskGenerator(predictor, points_per_side=args.grid).generate(image).instances
+    else:
+        if args.detector:
+            from ..core.detector import YoloV8OnnxDetector
+
+            det = YoloV8OnnxDetector(args.detector, conf=args.conf, iou=args.iou, border_snap_px=20).detect(image)
+        else:
+            from ..core.detections import Detections
+
+            try:
+                det = Detections.from_arrays(np.load(args.boxes))
+            except (OSError, ValueError) as exc:
+                raise CliError(f"--boxes {args.boxes}: {exc}") from exc
+        inst = decode_boxes(predictor, det.boxes, class_ids=det.class_ids, det_scores=det.scores)
+        prompt_boxes = det.boxes
+    filters = FilterConfig(args.pred_iou_thresh, args.stability_thresh, args.min_area, args.mask_nms,
+                           args.max_instances)
+    order = filters.keep(inst)
+    inst = inst.select(order)
+    dt = time.perf_counter() - t0
+    packed = inst.pack_bits()
+    out = dict(masks_packed=packed.masks, masks_shape=np.array([len(inst), *inst.image_hw]),
+               boxes=inst.boxes, scores=inst.scores, stability=inst.stability, areas=inst.areas,
+               class_ids=inst.class_ids, det_scores=inst.det_scores)
+    if prompt_boxes is not None:
+        out["prompt_boxes"] = prompt_boxes[order]
+    np.savez_compressed(args.output, **out)
+    print(f"{len(inst)} instance(s) in {dt:.2f} s -> {args.output}")
+    if args.overlay:
+        ids = list(range(1, len(inst) + 1))
+        write_rgb(args.overlay, draw_overlay(image, inst.to_label_image(), inst.boxes, ids, inst.scores))
+    return EXIT_OK
+
