@@ -12,6 +12,8 @@ Topics (relative names: remap them):
 """
 from __future__ import annotations
 
+import gc
+import re
 import time
 from collections import OrderedDict
 from typing import Optional
@@ -130,6 +132,8 @@ class MobileSamNode(LifecycleNode):
         if self._pipeline is not None:
             self._pipeline.close()
             self._pipeline = None
+            gc.collect()  # drop the weights and cached embeddings now, not at some later GC
+            self.get_logger().info("model released")
         self._headers.clear()
 
     @property
@@ -138,8 +142,10 @@ class MobileSamNode(LifecycleNode):
 
     # ------------------------------------------------------------------ input callbacks
     def _warn(self, key: str, text: str) -> None:
-        """One log line per kind of problem per WARN_PERIOD_S: bad streams must not flood /rosout."""
+        """One log line per kind of problem per WARN_PERIOD_S: bad streams must not flood /rosout.
+        The kind is `key` plus the text with its numbers blanked (same problem, other values)."""
         now = time.monotonic()
+        key = key + re.sub(r"[-+.\d]+", "#", text)
         if now - self._warned.get(key, -1e9) >= WARN_PERIOD_S:
             self._warned[key] = now
             self.get_logger().warning(text)

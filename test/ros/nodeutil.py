@@ -1,0 +1,83 @@
+"""Helpers for tests that run the real mobilesam node as a separate process."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+from conftest import DATA, FIXTURES, read_log, wait_for
+
+CHECKPOINT = str(FIXTURES / "mobile_sam_seed1.pt")
+DETECTOR = str(DATA / "models" / "yolov8n_int8.onnx")
+BUS = str(DATA / "images" / "bus.jpg")
+ZIDANE = str(DATA / "images" / "zidane.jpg")
+
+
+def node_executable() -> str:
+    from ament_index_python.packages import get_package_prefix
+
+    return os.path.join(get_package_prefix("mobilesam_ros"), "lib", "mobilesam_ros", "mobilesam_node")
+
+
+def node_argv(name: str = "mobilesam", **params) -> list[str]:
+    base = {"model.checkpoint": CHECKPOINT, "detector.model": DETECTOR, "autostart": True}
+    base.update(params)
+    argv = [sys.executable, node_executable(), "--ros-args", "-r", f"__node:={name}"]
+    for k, v in base.items():
+        v = str(v).lower() if isinstance(v, bool) else v
+        argv += ["-p", f"{k}:={v}"]
+    return argv
+
+
+def read_rgb(path: str) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+
+
+def image_msg(rgb: np.ndarray, sec: int, nanosec: int = 0, frame_id: str = "camera_optical_frame"):
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    from mobilesam_ros.ros.conversions import array_to_image_msg
+
+    return array_to_image_msg(rgb, "rgb8", Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id))
+
+
+def wait_subscribed(pub, proc, timeout: float = 60.0) -> None:
+    """Until the node's subscription matched our publisher (the node is active)."""
+    ok = wait_for(lambda: pub.get_subscription_count() > 0 or proc.poll() is not None, timeout)
+    assert ok and proc.poll() is None, read_log(proc)
+
+
+def mask_from_instance(inst, h: int, w: int) -> np.ndarray:
+    """The full-image bool mask of an InstanceMask (its mono8 crop placed at its ROI)."""
+    full = np.zeros((h, w), bool)
+    if inst.bbox.width and inst.bbox.height:
+        crop = np.frombuffer(bytes(inst.mask.data), np.uint8).reshape(inst.mask.height, inst.mask.width) > 0
+        y, x = inst.bbox.y_offset, inst.bbox.x_offset
+        full[y:y + crop.shape[0], x:x + crop.shape[1]] = crop
+    return full
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-P", "-m", "mobilesam_ros", *args], capture_output=True,
+                          text=True, timeout=300, cwd=cwd)
+
+
+def unpack_npz_masks(npz) -> np.ndarray:
+    shape = tuple(npz["masks_shape"])
+    return np.unpackbits(npz["masks_packed"], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
+
+
+def publish_until(pub, msg, pred, proc, timeout: float = 120.0, period: float = 4.0) -> None:
+    """Publish `msg` and re-publish it every `period` s until pred() holds: the first best-effort
+    sample after discovery can be lost before the node's reader has matched our writer."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        pub.publish(msg)
+        if wait_for(pred, min(period, max(0.0, end - time.monotonic()))):
+            return
+    raise AssertionError(f"no answer within {timeout} s:\n{read_log(proc)}")

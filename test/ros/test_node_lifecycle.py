@@ -1,0 +1,105 @@
+"""Lifecycle transitions drive the node (load on configure, serve when active, free on cleanup),
+a bad checkpoint fails configure with the reason, and parameter changes apply at run time."""
+import pytest
+from conftest import DATA, read_log, wait_for
+from nodeutil import image_msg, node_argv, publish_until, read_rgb, wait_subscribed
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+FRAME = str(DATA / "sequence" / "000000.jpg")
+
+
+def _call(probe, client, request, timeout=60):
+    assert client.wait_for_service(timeout_sec=30), "service not available"
+    fut = client.call_async(request)
+    assert wait_for(fut.done, timeout), "service call timed out"
+    return fut.result()
+
+
+def _transition(probe, name, tid):
+    from lifecycle_msgs.srv import ChangeState
+    from lifecycle_msgs.msg import Transition
+
+    cli = probe.create_client(ChangeState, f"/{name}/change_state")
+    return _call(probe, cli, ChangeState.Request(transition=Transition(id=tid))).success
+
+
+def _state(probe, name):
+    from lifecycle_msgs.srv import GetState
+
+    cli = probe.create_client(GetState, f"/{name}/get_state")
+    return _call(probe, cli, GetState.Request()).current_state.label
+
+
+def _rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def test_lifecycle_and_parameters(ros_process, ros_probe):
+    from lifecycle_msgs.msg import Transition
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from mobilesam_ros.msg import InstanceMaskArray
+
+    node = ros_process(node_argv(autostart=False), name="node")
+    got = []
+    ros_probe.create_subscription(InstanceMaskArray, "/mobilesam/instances", got.append, 10)
+    pub = ros_probe.create_publisher(Image, "image", qos_profile_sensor_data)
+    assert _state(ros_probe, "mobilesam") == "unconfigured"
+    rss0 = _rss_mb(node.pid)
+    assert _transition(ros_probe, "mobilesam", Transition.TRANSITION_CONFIGURE)
+    assert _state(ros_probe, "mobilesam") == "inactive"
+    assert "model ready" in read_log(node)
+    rss_loaded = _rss_mb(node.pid)
+    assert pub.get_subscription_count() == 0  # inactive: not subscribed
+    assert _transition(ros_probe, "mobilesam", Transition.TRANSITION_ACTIVATE)
+    wait_subscribed(pub, node)
+    rgb = read_rgb(FRAME)
+    publish_until(pub, image_msg(rgb, 1), lambda: got, node)
+    n_default = len(got[0].instances)
+    assert n_default >= 2  # persons of the campus frame
+
+    # runtime parameter change: at most one instance from the next frame on
+    setp = ros_probe.create_client(SetParameters, "/mobilesam/set_parameters")
+    res = _call(ros_probe, setp, SetParameters.Request(parameters=[Parameter(
+        name="filter.max_instances", value=ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=1))]))
+    assert res.results[0].successful
+    publish_until(pub, image_msg(rgb, 2), lambda: any(a.header.stamp.sec == 2 for a in got), node)
+    assert len(next(a for a in got if a.header.stamp.sec == 2).instances) == 1
+    # invalid and read-only changes are refused with a reason
+    for prm in (Parameter(name="filter.pred_iou_thresh",
+                          value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=7.0)),
+                Parameter(name="model.checkpoint",
+                          value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="/x.pt"))):
+        r = _call(ros_probe, setp, SetParameters.Request(parameters=[prm])).results[0]
+        assert not r.successful and r.reason
+
+    assert _transition(ros_probe, "mobilesam", Transition.TRANSITION_DEACTIVATE)
+    assert wait_for(lambda: pub.get_subscription_count() == 0, 20)
+    n = len(got)
+    pub.publish(image_msg(rgb, 3))
+    assert not wait_for(lambda: len(got) > n, 3)  # inactive: frames are not processed
+    assert _transition(ros_probe, "mobilesam", Transition.TRANSITION_CLEANUP)
+    assert _state(ros_probe, "mobilesam") == "unconfigured"
+    assert wait_for(lambda: "model released" in read_log(node), 10), read_log(node)
+    rss_clean = _rss_mb(node.pid)
+    print(f"RSS MB: start {rss0:.0f}, configured+used {rss_loaded:.0f}, after cleanup {rss_clean:.0f}")
+    # configure again works (the model is loaded anew), and the node shuts down cleanly
+    assert _transition(ros_probe, "mobilesam", Transition.TRANSITION_CONFIGURE)
+    assert _state(ros_probe, "mobilesam") == "inactive"
+
+
+def test_bad_checkpoint_fails_configure_with_reason(ros_process, ros_probe, tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    node = ros_process(node_argv(autostart=False, **{"model.checkpoint": str(bad)}), name="node")
+    from lifecycle_msgs.msg import Transition
+
+    assert not _transition(ros_probe, "mobilesam", Transition.TRANSITION_CONFIGURE)
+    assert _state(ros_probe, "mobilesam") == "unconfigured"
+    assert wait_for(lambda: "configure failed" in read_log(node) and "broken.pt" in read_log(node), 10), \
+        read_log(node)
+    assert node.poll() is None
