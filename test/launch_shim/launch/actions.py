@@ -1,0 +1,3 @@
+class DeclareLaunchArgument:
+    def __init__(self, name, default_value=None, description="", choices=None, **kw):
+        self.name, self.default_value, self.description, self.choices = name, default_value, description, choices
