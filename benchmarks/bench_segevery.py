@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""SegEvery benchmark, one frame, torch backend (issue 4): detector, encoder, decode + post-process
+for 10/100/300 boxes, peak memory, against the 32x32 grid mode on the same image and the official
+MobileSAMv2 figures. Every case runs in its own process.
+
+    source scripts/activate.sh && python -P benchmarks/bench_segevery.py [--grid] [--json out/bench_segevery.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from common import SHARED, machine, peak_rss_mb, print_table, run_case_subprocess, timed, write_json
+
+OFFICIAL = {  # ../shared/fixtures/README.md, this CPU kind, fp32, 2 threads
+    "encode": 3.02, "decode_10": 4.79, "decode_100": 35.3, "decode_300": 90.1, "grid32": 290.0,
+    "decode_1": 2.75}
+OFFICIAL_RSS_GB = {"decode_10": 3.3, "decode_100": 5.4, "decode_300": 10.3}
+
+
+def boxes_for(n: int, h: int, w: int, detected: np.ndarray) -> np.ndarray:
+    """The detector's boxes first, then seeded random boxes (5%..55% of the image side)."""
+    rng = np.random.default_rng(0)
+    extra = max(0, n - len(detected))
+    xy = rng.random((extra, 2)) * [w * 0.8, h * 0.8]
+    wh = (rng.random((extra, 2)) * 0.5 + 0.05) * [w, h]
+    rand = np.concatenate([xy, np.minimum(xy + wh, [w - 1, h - 1])], 1)
+    return np.concatenate([detected.reshape(-1, 4), rand]).astype(np.float32)[:n]
+
+
+def single(args) -> dict:
+    import cv2
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from mobilesam_ros.core.backends.torch_backend import TorchBackend
+    from mobilesam_ros.core.checkpoints import load_mobile_sam
+    from mobilesam_ros.core.detector import YoloV8OnnxDetector
+    from mobilesam_ros.core.pipeline import FilterConfig
+    from mobilesam_ros.core.predictor import SamPredictor
+    from mobilesam_ros.core.segevery import decode_boxes
+
+    image = cv2.cvtColor(cv2.imread(args.image), cv2.COLOR_BGR2RGB)
+    h, w = image.shape[:2]
+    pred = SamPredictor(TorchBackend(load_mobile_sam(args.checkpoint)))
+    det = YoloV8OnnxDetector(args.detector, conf=0.4, iou=0.9, border_snap_px=20)
+    case = args.single
+    if case == "detector":
+        r = timed(lambda: det.detect(image), args.repeat)
+        r["boxes"] = len(det.detect(image))
+    elif case == "encode":
+        r = timed(lambda: pred.set_image(image, 1), args.repeat)
+    elif case.startswith("decode_"):
+        n = int(case.split("_")[1])
+        pred.set_image(image, 1)
+        boxes = boxes_for(n, h, w, det.detect(image).boxes)
+        inst = {}
+        r = timed(lambda: inst.setdefault("x", decode_boxes(pred, boxes, 1)), args.repeat)
+        filt = FilterConfig(max_instances=1000, mask_nms_thresh=0.9)
+        r["postprocess"] = timed(lambda: filt.apply(inst["x"]), args.repeat, warmup=0)["min_s"]
+    elif case == "frame":  # the whole SegEvery frame: detector + encoder + decode + post-process
+        filt = FilterConfig()
+
+        def frame():
+            pred.set_image(image, 1)
+            d = det.detect(image)
+            return filt.apply(decode_boxes(pred, d.boxes, 1, d.class_ids, d.scores))
+        r = timed(frame, args.repeat)
+        r["instances"] = len(frame())
+    elif case == "grid32":
+        from mobilesam_ros.core.amg import AutomaticMaskGenerator
+
+        amg = AutomaticMaskGenerator(pred, points_per_side=32, stability_score_thresh=0.05)
+        r = timed(lambda: amg.generate(image, 1), 1, warmup=0)
+        r["instances"] = len(amg.generate(image, 1).instances) if args.repeat > 1 else None
+    else:
+        raise SystemExit(f"unknown case {case}")
+    r.update(case=case, peak_rss_mb=peak_rss_mb())
+    return r
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=str(SHARED / "fixtures" / "mobile_sam_seed1.pt"))
+    ap.add_argument("--image", default=str(SHARED / "fixtures" / "picture1.jpg"))
+    ap.add_argument("--detector", default=str(SHARED / "data" / "models" / "yolov8n_int8.onnx"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--grid", action="store_true", help="also run the 32x32 grid baseline (minutes)")
+    ap.add_argument("--json", default="out/bench_segevery.json")
+    ap.add_argument("--single", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.single:
+        print(json.dumps(single(args)))
+        return 0
+    cases = ["detector", "encode", "decode_10", "decode_100", "decode_300", "frame"] + (["grid32"] if args.grid else [])
+    extra = ["--checkpoint", args.checkpoint, "--image", args.image, "--detector", args.detector,
+             "--threads", str(args.threads), "--repeat", str(args.repeat)]
+    rows = []
+    for c in cases:
+        r = run_case_subprocess(__file__, c, extra)
+        r["official_s"] = OFFICIAL.get(c, "")
+        r["official_rss_gb"] = OFFICIAL_RSS_GB.get(c, "")
+        rows.append(r)
+        print(f"  {c}: {r.get('min_s', r.get('error'))}", file=sys.stderr)
+    by = {r["case"]: r for r in rows}
+    if "grid32" in by and "min_s" in by["grid32"] and "min_s" in by.get("frame", {}):
+        by["frame"]["speedup_vs_grid32"] = by["grid32"]["min_s"] / by["frame"]["min_s"]
+    print_table(rows, [("case", "case", ""), ("min_s", "min s", "{:.3f}"), ("median_s", "median s", "{:.3f}"),
+                       ("postprocess", "postproc s", "{:.3f}"), ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+                       ("official_s", "official s", "{:.2f}"), ("official_rss_gb", "official GB", "{:.1f}"),
+                       ("speedup_vs_grid32", "x vs grid", "{:.1f}"), ("error", "error", "")])
+    write_json(args.json, {"machine": machine(), "image": args.image, "results": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
