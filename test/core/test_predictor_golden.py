@@ -69,7 +69,9 @@ def test_batched_boxes_match_official_and_single_calls(predictor, golden):
     for k, b in enumerate(golden["boxes8"]):  # batch of N == N single calls
         single = predictor.predict(box=b, multimask_output=False)
         np.testing.assert_allclose(single.low_res_logits, preds[k].low_res_logits, atol=1e-4, rtol=0)
-        np.testing.assert_array_equal(single.masks, preds[k].masks)
+        # same masks up to fp32 summation order (BLAS blocks a batch of 8 differently than 1): a
+        # pixel can flip only where the logit is ~0
+        assert (single.masks == preds[k].masks).mean() >= 0.99999
 
 
 def test_mixed_layouts_in_one_batch_equal_single_calls(predictor, golden):
