@@ -28,6 +28,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mobilesam_ros.core.image_codec import (MONO16_MODES, ImageMessageError,
+                                            UnsupportedImageEncodingError, compressed_msg_to_rgb,
+                                            image_msg_to_rgb)
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
@@ -36,7 +40,6 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
 BAG_EXTENSIONS: tuple[str, ...] = (".db3", ".mcap")
 IMAGE_MSGTYPE = "sensor_msgs/msg/Image"
 COMPRESSED_MSGTYPE = "sensor_msgs/msg/CompressedImage"
-RAW_ENCODINGS: tuple[str, ...] = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
 # Beyond this many, per-frame skip warnings are folded into the end-of-pass summary: a broken bag
 # can hold thousands of bad frames and the log should stay readable.
 _MAX_SKIP_WARNINGS = 10
@@ -268,72 +271,29 @@ class VideoSource(FrameSource):
 
 
 # --------------------------------------------------------------------------------------------------
-# ROS 2 image messages (duck-typed: rosbags dataclasses and rclpy messages both fit)
+# ROS 2 image messages: decoded by core.image_codec, the node's decoder, so a bag and a live topic
+# give the same pixels.
 
 
-def _mono16_to_u8(v: np.ndarray, mono16: str) -> np.ndarray:
-    if mono16 == "range":
-        # Full 16-bit range onto 0..255, rounded: 65535 -> 255, 257*k -> k.
-        return ((v.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    if mono16 == "minmax":
-        lo, hi = int(v.min()), int(v.max())
-        if hi == lo:
-            return np.zeros(v.shape, np.uint8)
-        return np.rint((v.astype(np.float32) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-    raise ValueError(f"mono16 must be 'range' or 'minmax', got {mono16!r}")
+def message_to_rgb(msg: Any, compressed: bool, mono16: str = "range") -> np.ndarray:
+    """A `sensor_msgs/msg/Image` or `CompressedImage` -> (H, W, 3) uint8 RGB, never aliasing `msg`.
 
-
-def raw_image_to_rgb(msg: Any, mono16: str = "range") -> np.ndarray:
-    """A `sensor_msgs/msg/Image` -> (height, width, 3) uint8 RGB (a copy).
-
-    Honours `step` (row padding) and `is_bigendian` (mono16). mono16 is scaled to 8 bit:
-    `mono16='range'` maps 0..65535 linearly; `'minmax'` stretches each frame's own range (for
-    sensors that use a few bits of the 16). Raises UnsupportedEncodingError for other encodings
-    and CorruptImageError for a buffer that does not match height/width/step.
+    Raises UnsupportedEncodingError for encodings/formats image_codec does not decode (concerns the
+    whole topic) and CorruptImageError for one undecodable message.
     """
-    enc = str(msg.encoding).lower()
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "mono16": 1}.get(enc)
-    if channels is None:
-        raise UnsupportedEncodingError(
-            f"unsupported Image encoding {msg.encoding!r}; supported: {', '.join(RAW_ENCODINGS)}")
-    depth = 2 if enc == "mono16" else 1
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    row = w * channels * depth
-    buf = np.frombuffer(msg.data, dtype=np.uint8) if not isinstance(msg.data, np.ndarray) \
-        else msg.data.reshape(-1).view(np.uint8)
-    if h == 0 or w == 0:
-        raise CorruptImageError(f"empty image {w}x{h}")
-    if step < row:
-        raise CorruptImageError(f"step {step} < width*bytes_per_pixel {row} ({enc}, width {w})")
-    if buf.size < step * (h - 1) + row:
-        raise CorruptImageError(f"data has {buf.size} bytes, {enc} {w}x{h} step {step} needs "
-                                f"{step * h}")
-    # A strided view drops the per-row padding without copying the whole buffer twice.
-    rows = np.lib.stride_tricks.as_strided(buf, shape=(h, row), strides=(step, 1), writeable=False)
-    if enc == "mono16":
-        px = np.ascontiguousarray(rows).view(">u2" if msg.is_bigendian else "<u2").reshape(h, w)
-        return cv2.cvtColor(_mono16_to_u8(px, mono16), cv2.COLOR_GRAY2RGB)
-    px = np.array(rows).reshape(h, w, channels)  # always a copy: never alias the message
-    conv = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB,
-            "mono8": cv2.COLOR_GRAY2RGB}.get(enc)
-    return px if conv is None else cv2.cvtColor(px, conv)
-
-
-def compressed_image_to_rgb(msg: Any) -> np.ndarray:
-    """A `sensor_msgs/msg/CompressedImage` (jpeg/png/...) -> (H, W, 3) uint8 RGB.
-
-    compressed_image_transport encodes colour frames as BGR, so imdecode's BGR is the true order.
-    compressedDepth payloads carry an extra header and depth values: UnsupportedEncodingError.
-    """
-    fmt = str(msg.format)
-    if "compresseddepth" in fmt.lower().replace(" ", ""):
-        raise UnsupportedEncodingError(f"unsupported CompressedImage format {fmt!r} (depth)")
-    buf = np.frombuffer(msg.data, dtype=np.uint8) if not isinstance(msg.data, np.ndarray) \
-        else msg.data.reshape(-1).view(np.uint8)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if bgr is None:
-        raise CorruptImageError(f"cannot decode CompressedImage ({fmt!r}, {buf.size} bytes)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        image = compressed_msg_to_rgb(msg) if compressed else image_msg_to_rgb(msg, mono16)
+    except UnsupportedImageEncodingError as e:
+        raise UnsupportedEncodingError(str(e)) from e
+    except ImageMessageError as e:
+        raise CorruptImageError(str(e)) from e
+    # image_codec may return a view of the message buffer (rgb8 without row padding); frames
+    # outlive their messages and callers may write into them.
+    data = msg.data
+    if not image.flags.writeable or (isinstance(data, np.ndarray)
+                                     and np.may_share_memory(image, data)):
+        image = image.copy()
+    return np.ascontiguousarray(image)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -388,8 +348,8 @@ class RosbagSource(FrameSource):
         _check_stride(self.every_n, self.max_frames)
         if not self.path.exists():
             raise SourceError(f"bag {self.path} does not exist")
-        if self.mono16 not in ("range", "minmax"):
-            raise ValueError(f"mono16 must be 'range' or 'minmax', got {self.mono16!r}")
+        if self.mono16 not in MONO16_MODES:
+            raise ValueError(f"mono16 must be one of {MONO16_MODES}, got {self.mono16!r}")
         self._reader_path = _bag_reader_path(self.path)
         Reader, Stores, get_typestore = _import_rosbags()
         self._typestore = get_typestore(Stores.ROS2_KILTED)
@@ -461,10 +421,7 @@ class RosbagSource(FrameSource):
                 continue
             seen += 1
             try:
-                if self.msgtype == COMPRESSED_MSGTYPE:
-                    image = compressed_image_to_rgb(msg)
-                else:
-                    image = raw_image_to_rgb(msg, self.mono16)
+                image = message_to_rgb(msg, self.msgtype == COMPRESSED_MSGTYPE, self.mono16)
             except CorruptImageError as e:
                 self._skip(key, str(e))
                 continue

@@ -11,7 +11,7 @@ from conftest import shared_path
 
 from mobilesam_ros.distill.data import (
     CorruptImageError, EmptySourceError, ImageFolderSource, RosbagSource, SourceError,
-    UnsupportedEncodingError, VideoSource, open_source, raw_image_to_rgb, split_keys)
+    UnsupportedEncodingError, VideoSource, message_to_rgb, open_source, split_keys)
 
 N_SEQ = 48
 
@@ -297,7 +297,7 @@ def test_bag_without_image_topics_and_unsupported_encoding(tmp_path, seq_rgb):
         open_source(path)
     bayer = _image(ts, 7, cv2.cvtColor(seq_rgb[0], cv2.COLOR_RGB2GRAY), "bayer_rggb8")
     path = _write_bag(tmp_path / "u", "mcap", {"/cam": ("sensor_msgs/msg/Image", [(7, bayer)])})
-    with pytest.raises(UnsupportedEncodingError, match="bayer_rggb8.*supported: rgb8"):
+    with pytest.raises(UnsupportedEncodingError, match="bayer_rggb8.*supported:.*rgb8"):
         list(open_source(path))
 
 
@@ -307,22 +307,36 @@ def test_bag_without_rosbags_installed_says_how_to_get_it(bag, monkeypatch):
         open_source(bag.path, topic=RAW)
 
 
-def test_raw_image_conversion_edge_cases(seq_rgb):
-    """rclpy-like messages (bytes data) work too; malformed buffers are CorruptImageError."""
+def test_message_conversion_edge_cases(seq_rgb):
+    """rclpy-like messages (bytes data) go through core.image_codec; malformed buffers are
+    CorruptImageError (skipped), unknown encodings and compressedDepth UnsupportedEncodingError."""
     gray = cv2.cvtColor(seq_rgb[0], cv2.COLOR_RGB2GRAY)[:4, :5]
     v = gray.astype("<u2") * 257
     le = SimpleNamespace(height=4, width=5, encoding="mono16", is_bigendian=0, step=10,
                          data=v.tobytes())
-    np.testing.assert_array_equal(raw_image_to_rgb(le)[..., 0], gray)
+    np.testing.assert_array_equal(message_to_rgb(le, False)[..., 0], gray)
     lo = SimpleNamespace(**{**vars(le), "data": (gray.astype("<u2") + 1000).tobytes()})
-    stretched = raw_image_to_rgb(lo, mono16="minmax")[..., 0]
+    stretched = message_to_rgb(lo, False, mono16="minmax")[..., 0]
     assert stretched.min() == 0 and stretched.max() == 255
     with pytest.raises(CorruptImageError, match="step 8 <"):
-        raw_image_to_rgb(SimpleNamespace(**{**vars(le), "step": 8}))
+        message_to_rgb(SimpleNamespace(**{**vars(le), "step": 8}), False)
     with pytest.raises(CorruptImageError, match="needs"):
-        raw_image_to_rgb(SimpleNamespace(**{**vars(le), "data": v.tobytes()[:-3]}))
+        message_to_rgb(SimpleNamespace(**{**vars(le), "data": v.tobytes()[:-3]}), False)
     with pytest.raises(UnsupportedEncodingError, match="32FC1"):
-        raw_image_to_rgb(SimpleNamespace(**{**vars(le), "encoding": "32FC1"}))
+        message_to_rgb(SimpleNamespace(**{**vars(le), "encoding": "32FC1"}), False)
+    png = cv2.imencode(".png", gray)[1].tobytes()
+    depth = SimpleNamespace(format="16UC1; compressedDepth png", data=b"\0" * 12 + png)
+    with pytest.raises(UnsupportedEncodingError, match="compressedDepth"):
+        message_to_rgb(depth, True)
+    with pytest.raises(CorruptImageError, match="could not decode"):
+        message_to_rgb(SimpleNamespace(format="jpeg", data=b"\xff\xd8 nope"), True)
+    # An unpadded rgb8 frame decodes as a view of the message; the frame must not alias it.
+    rgb = np.ascontiguousarray(seq_rgb[0][:4, :5])
+    buf = rgb.reshape(-1).copy()
+    msg = SimpleNamespace(height=4, width=5, encoding="rgb8", is_bigendian=0, step=15, data=buf)
+    out = message_to_rgb(msg, False)
+    np.testing.assert_array_equal(out, rgb)
+    assert out.flags.writeable and not np.may_share_memory(out, buf)
 
 
 # ------------------------------------------------------------------------------------- splitting

@@ -86,8 +86,8 @@ class Attention(nn.Module):
             rw = relative_position_table(w, self.rel_pos_w).to(q.dtype)  # (w, w, d)
             qg = q.reshape(b, heads, h, w, d)
             # Query at (y, x), key at (ky, kx): + q . Rh[y, ky] + q . Rw[x, kx]
-            rel_h = torch.einsum("bnywd,ykd->bnywk", qg, rh)
-            rel_w = torch.einsum("bnywd,xkd->bnywk", qg, rw)
+            rel_h = torch.einsum("bnyxd,ykd->bnyxk", qg, rh)
+            rel_w = torch.einsum("bnyxd,xkd->bnyxk", qg, rw)
             bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, heads, n, n)
         # scaled_dot_product_attention scales q.k by 1/sqrt(d) and adds the float mask unscaled,
         # which is exactly softmax(q.k * scale + rel) of the official code.
