@@ -40,7 +40,8 @@ class PositionEmbeddingRandom(nn.Module):
         # cumsum - 0.5 (not arange + 0.5) to keep the official float rounding
         y_embed = (grid.cumsum(dim=0) - 0.5) / h
         x_embed = (grid.cumsum(dim=1) - 0.5) / w
-        pe = self._pe_encoding(torch.stack([x_embed, y_embed], dim=-1).to(self.positional_encoding_gaussian_matrix.dtype))
+        xy = torch.stack([x_embed, y_embed], dim=-1).to(self.positional_encoding_gaussian_matrix.dtype)
+        pe = self._pe_encoding(xy)
         return pe.permute(2, 0, 1)
 
     def forward_with_coords(self, coords_input: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
@@ -108,7 +109,8 @@ class PromptEncoder(nn.Module):
         points = points + 0.5  # pixel centre
         if pad:
             points = torch.cat([points, points.new_zeros((points.shape[0], 1, 2))], dim=1)
-            labels = torch.cat([labels, -torch.ones((labels.shape[0], 1), dtype=labels.dtype, device=labels.device)], dim=1)
+            pad_label = -torch.ones((labels.shape[0], 1), dtype=labels.dtype, device=labels.device)
+            labels = torch.cat([labels, pad_label], dim=1)
         pe = self.pe_layer.forward_with_coords(points, self.input_image_size)
         # labels 2/3 are box corners only through _embed_boxes; a point never carries them here
         return self._label_embed(pe, torch.where(labels > 1, torch.full_like(labels, -2), labels))
