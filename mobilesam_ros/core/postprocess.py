@@ -93,6 +93,24 @@ def masks_to_boxes(masks):
     return _like(out.reshape(*lead, 4), masks)
 
 
+def _greedy_nms(scores: np.ndarray, suppress) -> np.ndarray:
+    """The greedy loop both NMS flavours share: visit by score (descending, stable), keep a
+    candidate unless already suppressed, then mark `suppress(i, rest)` -> bool (len(rest),) of the
+    remaining unsuppressed candidates. Returns kept indices, best score first."""
+    order = np.argsort(-scores, kind="stable")  # torchvision: sort(stable=True, descending=True)
+    suppressed = np.zeros(scores.shape[0], bool)
+    keep = []
+    for pos, i in enumerate(order):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        rest = order[pos + 1:]
+        rest = rest[~suppressed[rest]]
+        if rest.size:
+            suppressed[rest[suppress(i, rest)]] = True
+    return np.asarray(keep, np.int64)
+
+
 def _nms_single(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float) -> np.ndarray:
     """torchvision's CPU nms_kernel, vectorised over the candidates of each kept box.
 
@@ -101,25 +119,16 @@ def _nms_single(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float) -> np.
     """
     x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
     areas = (x2 - x1) * (y2 - y1)
-    order = np.argsort(-scores, kind="stable")  # torchvision: sort(stable=True, descending=True)
-    suppressed = np.zeros(boxes.shape[0], bool)
-    keep = []
     zero = boxes.dtype.type(0)
-    for pos, i in enumerate(order):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        rest = order[pos + 1:]
-        rest = rest[~suppressed[rest]]
-        if rest.size == 0:
-            continue
+
+    def suppress(i, rest):
         w = np.maximum(zero, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
         h = np.maximum(zero, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
         inter = w * h
         with np.errstate(invalid="ignore", divide="ignore"):
             ovr = inter / (areas[i] + areas[rest] - inter)  # 0/0 -> NaN -> never suppresses
-        suppressed[rest[ovr.astype(np.float64) > iou_thresh]] = True
-    return np.asarray(keep, np.int64)
+        return ovr.astype(np.float64) > iou_thresh
+    return _greedy_nms(scores, suppress)
 
 
 def box_nms(boxes, scores, iou_thresh: float, idxs=None):
@@ -179,35 +188,29 @@ def mask_nms(masks, scores, iou_thresh: float) -> np.ndarray:
     s = _to_numpy(scores).astype(np.float64).reshape(-1)
     if m.ndim != 3 or s.shape != (m.shape[0],):
         raise ValueError(f"masks must be (N, H, W) and scores (N,), got {m.shape} and {s.shape}")
-    n = m.shape[0]
     areas = np.count_nonzero(m, axis=(1, 2))
     bx = masks_to_boxes(m)
     packed = np.packbits(m, axis=-1)  # bits outside mask i's box are 0, so byte-aligned crops
-    order = np.argsort(-s, kind="stable")
-    suppressed = np.zeros(n, bool)
-    keep = []
-    for pos, i in enumerate(order):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        rest = order[pos + 1:]
-        rest = rest[~suppressed[rest]]
-        if rest.size == 0 or areas[i] == 0:
-            continue
+
+    def suppress(i, rest):
+        out = np.zeros(rest.size, bool)
+        if areas[i] == 0:
+            return out
         x0, y0, x1, y1 = bx[i]
         overlap = ((bx[rest, 0] <= x1) & (bx[rest, 2] >= x0) & (bx[rest, 1] <= y1)
                    & (bx[rest, 3] >= y0) & (areas[rest] > 0))
         # IoU <= min(area)/max(area): pairs of very different size cannot exceed the threshold.
         lo, hi = np.minimum(areas[rest], areas[i]), np.maximum(areas[rest], areas[i])
-        cand = rest[overlap & (lo > iou_thresh * hi)]
-        if cand.size == 0:
-            continue
+        pick = np.flatnonzero(overlap & (lo > iou_thresh * hi))
+        if pick.size == 0:
+            return out
+        cand = rest[pick]
         rows, cols = slice(y0, y1 + 1), slice(x0 // 8, x1 // 8 + 1)
         inter = _popcount(packed[cand, rows, cols] & packed[i, rows, cols])
         inter = inter.sum(axis=(1, 2), dtype=np.int64)
-        iou = inter / (areas[i] + areas[cand] - inter)
-        suppressed[cand[iou > iou_thresh]] = True
-    return np.asarray(keep, np.int64)
+        out[pick] = inter / (areas[i] + areas[cand] - inter) > iou_thresh
+        return out
+    return _greedy_nms(s, suppress)
 
 
 def pack_masks(masks) -> np.ndarray:
