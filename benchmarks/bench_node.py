@@ -34,7 +34,8 @@ def overhead(size, repeat: int) -> dict:
 
     from mobilesam_ros.core.factory import ModelConfig
     from mobilesam_ros.core.pipeline import FilterConfig, PipelineConfig, build_pipeline
-    from mobilesam_ros.ros.conversions import array_to_image_msg, image_msg_to_rgb
+    from mobilesam_ros.core.image_codec import image_msg_to_rgb
+    from mobilesam_ros.ros.conversions import array_to_image_msg
     from mobilesam_ros.ros.messages import instances_to_msg, label_image, overlay_image
 
     rgb = cv2.resize(cv2.cvtColor(cv2.imread(str(SHARED / "data" / "images" / "zidane.jpg")), cv2.COLOR_BGR2RGB), size)

@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from mobilesam_ros.core.image_codec import (ImageMessageError, compressed_msg_to_rgb,  # noqa: F401
-                                            image_msg_to_array, image_msg_to_rgb)
-
 
 def array_to_image_msg(arr: np.ndarray, encoding: str, header):
     """(H, W[, C]) array -> sensor_msgs/Image with the given encoding and header (copied)."""

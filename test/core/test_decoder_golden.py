@@ -139,13 +139,19 @@ def test_v2_prompt_guided_decoder_boxes():
     np.testing.assert_allclose(iou.numpy(), g["iou_predictions"], rtol=0, atol=IOU_ATOL)
 
 
-def test_output_upscaling_tap_order():
-    """ConvTranspose2d taps all differ here: catches flipped/reordered taps (seeded checkpoints cannot)."""
+def upscaling_golden():
+    """(MaskDecoder whose output_upscaling holds the golden's all-different taps, the golden npz)."""
     u = np.load(shared_path("fixtures", "golden_upscaling.npz"))
     md = MaskDecoder(transformer_dim=256, transformer=TwoWayTransformer(2, 256, 8, 2048)).eval()
     prefix = "output_upscaling."
     md.output_upscaling.load_state_dict(
         {k[len(prefix):]: torch.from_numpy(u[k]) for k in u.files if k.startswith(prefix)}, strict=True)
+    return md, u
+
+
+def test_output_upscaling_tap_order():
+    """ConvTranspose2d taps all differ here: catches flipped/reordered taps (seeded checkpoints cannot)."""
+    md, u = upscaling_golden()
     with torch.inference_mode():
         out = md.output_upscaling(torch.from_numpy(u["input"]))
     assert out.shape == u["output"].shape

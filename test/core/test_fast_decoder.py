@@ -10,11 +10,9 @@ import torch
 
 from mobilesam_ros.core.checkpoints import load_mobile_sam, load_v2
 from mobilesam_ros.core.modeling.fast_decoder import FastMaskDecoder
-from mobilesam_ros.core.modeling.mask_decoder import MaskDecoder
 from mobilesam_ros.core.modeling.prompt_encoder import PromptEncoder
-from mobilesam_ros.core.modeling.transformer import TwoWayTransformer
 from conftest import shared_path
-from test_decoder_golden import CASES, IOU_ATOL, LOGIT_ATOL, case_prompts
+from test_decoder_golden import CASES, IOU_ATOL, LOGIT_ATOL, case_prompts, upscaling_golden
 
 
 @pytest.fixture(scope="module")
@@ -107,11 +105,7 @@ def test_v2_prompt_guided_decoder_boxes(v2, lowrank):
 
 def test_output_upscaling_tap_order():
     """Per-pixel matmul + pixel shuffle must place every ConvTranspose2d tap where torch does."""
-    u = np.load(shared_path("fixtures", "golden_upscaling.npz"))
-    md = MaskDecoder(transformer_dim=256, transformer=TwoWayTransformer(2, 256, 8, 2048)).eval()
-    prefix = "output_upscaling."
-    md.output_upscaling.load_state_dict(
-        {k[len(prefix):]: torch.from_numpy(u[k]) for k in u.files if k.startswith(prefix)}, strict=True)
+    md, u = upscaling_golden()
     out = FastMaskDecoder(PromptEncoder().eval(), md).upscale_nchw(torch.from_numpy(u["input"]))
     assert out.shape == u["output"].shape
     assert float((out - torch.from_numpy(u["output"])).abs().max()) <= 1e-5

@@ -7,7 +7,7 @@ padded image (B, 3, 1024, 1024) float32; output the image embedding (B, 256, 64,
 Inference-only simplifications (no effect on the weights or the eval-mode numbers): no dropout,
 no stochastic depth, no gradient checkpointing, no per-layer learning-rate tags.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
