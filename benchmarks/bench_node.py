@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 
 from common import SHARED, machine, print_table, timed, write_json
 
