@@ -8,7 +8,7 @@
    seconds per frame; latency from publish to answer must not grow (latest-frame policy) and the
    dropped frames are reported.
 
-    source scripts/activate.sh && python -P benchmarks/bench_node.py [--json out/bench_node.json]
+    source scripts/activate.sh && python benchmarks/bench_node.py [--json out/bench_node.json]
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ decoder, multimask) and `predict()` for 1 point including the upsampling to the 
 decoding of 1/10/100/300 boxes (low-res, chunks of 32), and each case's peak RSS, next to the
 official figures. Each (backend, case) runs in its own process.
 
-    source scripts/activate.sh && python -P benchmarks/bench_segany.py [--backends torch,onnx]
+    source scripts/activate.sh && python benchmarks/bench_segany.py [--backends torch,onnx]
 """
 from __future__ import annotations
 

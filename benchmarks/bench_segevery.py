@@ -3,7 +3,7 @@
 for 10/100/300 boxes, peak memory, against the 32x32 grid mode on the same image and the official
 MobileSAMv2 figures. Every case runs in its own process.
 
-    source scripts/activate.sh && python -P benchmarks/bench_segevery.py [--grid] [--json out/bench_segevery.json]
+    source scripts/activate.sh && python benchmarks/bench_segevery.py [--grid] [--json out/bench_segevery.json]
 """
 from __future__ import annotations
 

@@ -33,10 +33,11 @@ def timed(fn: Callable[[], object], repeat: int, warmup: int = 1) -> dict:
 
 
 def run_case_subprocess(script: str, case: str, extra: list[str], timeout: float = 1800) -> dict:
-    """python script --single case ... in a fresh process; it prints one JSON line last."""
-    cmd = [sys.executable, "-P", script, "--single", case, *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    """python script --single case ... in a fresh process; it prints one JSON line last.
+    (Run as a script, sys.path[0] is benchmarks/, never the repo root: the installed package
+    with its generated messages is what gets imported.)"""
+    cmd = [sys.executable, script, "--single", case, *extra]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
         return {"case": case, "error": (res.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(res.stdout.strip().splitlines()[-1])
