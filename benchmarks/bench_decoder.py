@@ -3,7 +3,7 @@
 
 Times prompt encoding + mask decoding to low-res logits (no encoder, no upsampling to the image):
 1 point with multimask, and 1/10/100/300 boxes decoded in chunks (multimask off, as MobileSAMv2).
-Each (decoder, case) runs in its own process so its peak RSS (ru_maxrss) is its own.
+Each (decoder, case) runs in its own process so its peak RSS (VmHWM) is its own.
 
     . scripts/activate.sh && PYTHONPATH=$PWD python benchmarks/bench_decoder.py --json /tmp/bench.json
 
@@ -27,7 +27,9 @@ FIXTURES = ROOT.parent / "shared" / "fixtures"
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    from common import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def _boxes(n: int, golden) -> "torch.Tensor":
