@@ -74,7 +74,7 @@ def main(argv=None) -> int:
 
 def _run(ckpt, detector, grid, frames, out_dir, rate, timeout) -> int:
     import rclpy
-    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.executors import ExternalShutdownException
     from sensor_msgs.msg import Image
 
     from mobilesam_ros.msg import InstanceMaskArray
@@ -86,7 +86,7 @@ def _run(ckpt, detector, grid, frames, out_dir, rate, timeout) -> int:
     exe = os.path.join(get_package_prefix("mobilesam_ros"), "lib", "mobilesam_ros", "mobilesam_node")
     node_cmd = [sys.executable, exe, "--ros-args", "-p", f"model.checkpoint:={ckpt}", "-p", "autostart:=true",
                 "-p", f"detector.model:={detector}", "-p", f"segevery.grid_points_per_side:={grid}",
-                "-r", "image:=demo/image"]
+                "-p", "image.reliable:=true", "-r", "image:=demo/image"]
     print(f"mobilesam demo: {len(frames)} frames, checkpoint {ckpt}, "
           f"{'detector ' + detector if detector else f'grid {grid}x{grid}'}; overlays -> {out_dir}")
     proc = subprocess.Popen(node_cmd)
@@ -109,7 +109,8 @@ def _run(ckpt, detector, grid, frames, out_dir, rate, timeout) -> int:
         got.setdefault(k, {})["n"] = len(msg.instances)
         got[k]["t"] = time.monotonic()
 
-    pub = node.create_publisher(Image, "demo/image", qos_profile_sensor_data)
+    # reliable: multi-100-kB best-effort samples can be lost whole where Fast DDS has no shared memory
+    pub = node.create_publisher(Image, "demo/image", 10)
     node.create_subscription(Image, "mobilesam/overlay", on_overlay, 10)
     node.create_subscription(InstanceMaskArray, "mobilesam/instances", on_instances, 10)
     deadline = time.monotonic() + timeout
@@ -130,10 +131,13 @@ def _run(ckpt, detector, grid, frames, out_dir, rate, timeout) -> int:
             end = time.monotonic() + 1.0 / rate
             while time.monotonic() < end:
                 rclpy.spin_once(node, timeout_sec=0.02)
-        while time.monotonic() < deadline and proc.poll() is None:  # let the last frame finish
+        last = min(deadline, time.monotonic() + 120)  # the newest frame is always processed
+        while time.monotonic() < last and proc.poll() is None:
             rclpy.spin_once(node, timeout_sec=0.1)
             if max(sent) in got and "overlay" in got[max(sent)]:
                 break
+    except (KeyboardInterrupt, ExternalShutdownException):
+        print("mobilesam demo: interrupted", file=sys.stderr)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
