@@ -39,15 +39,15 @@ def test_lifecycle_and_parameters(ros_process, ros_probe):
     from lifecycle_msgs.msg import Transition
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
-    from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
     from mobilesam_ros.msg import InstanceMaskArray
 
-    node = ros_process(node_argv(autostart=False), name="node")
+    # reliable: 640x480 best-effort samples can be lost whole in this sandbox (no Fast DDS SHM)
+    node = ros_process(node_argv(autostart=False, **{"image.reliable": True}), name="node")
     got = []
     ros_probe.create_subscription(InstanceMaskArray, "/mobilesam/instances", got.append, 10)
-    pub = ros_probe.create_publisher(Image, "image", qos_profile_sensor_data)
+    pub = ros_probe.create_publisher(Image, "image", 10)
     assert _state(ros_probe, "mobilesam") == "unconfigured"
     rss0 = _rss_mb(node.pid)
     assert _transition(ros_probe, "mobilesam", Transition.TRANSITION_CONFIGURE)
