@@ -31,6 +31,23 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+@pytest.fixture(scope="session")
+def golden():
+    """golden_seed1.npz (official SamPredictor / AMG outputs on picture1) as a dict of arrays."""
+    import numpy as np
+
+    return dict(np.load(shared_path("fixtures", "golden_seed1.npz")))
+
+
+@pytest.fixture(scope="session")
+def sam():
+    """The seeded official-format MobileSAM (mobile_sam_seed1.pt), loaded by the project's loader.
+    Shared: tests must not modify it."""
+    from mobilesam_ros.core.checkpoints import load_mobile_sam
+
+    return load_mobile_sam(shared_path("fixtures", "mobile_sam_seed1.pt"))
+
+
 def wait_for(pred, timeout: float = 15.0, period: float = 0.05) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

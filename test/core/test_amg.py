@@ -47,11 +47,6 @@ class MemoBackend(Backend):
 
 
 @pytest.fixture(scope="module")
-def golden():
-    return dict(np.load(shared_path("fixtures", "golden_seed1.npz")))
-
-
-@pytest.fixture(scope="module")
 def predictor(golden):
     sam = load_mobile_sam(shared_path("fixtures", "mobile_sam_seed1.pt"))
     p = SamPredictor(MemoBackend(TorchBackend(sam)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mobilesam_ros.core.checkpoints import load_mobile_sam, load_v2
+from mobilesam_ros.core.checkpoints import load_v2
 from mobilesam_ros.core.modeling.mask_decoder import MaskDecoder
 from mobilesam_ros.core.modeling.transformer import TwoWayTransformer
 from conftest import shared_path
@@ -45,16 +45,6 @@ def case_prompts(g, case: str):
     if f"{case}_mask_input" in g:
         mask = torch.from_numpy(g[f"{case}_mask_input"])[None]
     return points, box, mask
-
-
-@pytest.fixture(scope="module")
-def golden():
-    return dict(np.load(shared_path("fixtures", "golden_seed1.npz")))
-
-
-@pytest.fixture(scope="module")
-def sam():
-    return load_mobile_sam(shared_path("fixtures", "mobile_sam_seed1.pt"))
 
 
 def test_input_size_matches_golden(golden):

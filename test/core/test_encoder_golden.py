@@ -15,12 +15,6 @@ EMB_MEAN_ABS = 1e-5
 
 
 @pytest.fixture(scope="module")
-def golden():
-    with np.load(shared_path("fixtures", "golden_seed1.npz")) as g:
-        return {k: g[k] for k in ("image", "preprocessed", "embedding")}
-
-
-@pytest.fixture(scope="module")
 def v1_embedding(golden):
     """The v1 checkpoint's encoder on the golden's own preprocessed input (one forward per module)."""
     encoder = load_image_encoder(shared_path("fixtures", "mobile_sam_seed1.pt"))

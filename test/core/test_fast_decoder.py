@@ -8,21 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from mobilesam_ros.core.checkpoints import load_mobile_sam, load_v2
+from mobilesam_ros.core.checkpoints import load_v2
 from mobilesam_ros.core.modeling.fast_decoder import FastMaskDecoder
 from mobilesam_ros.core.modeling.prompt_encoder import PromptEncoder
 from conftest import shared_path
 from test_decoder_golden import CASES, IOU_ATOL, LOGIT_ATOL, case_prompts, upscaling_golden
-
-
-@pytest.fixture(scope="module")
-def golden():
-    return dict(np.load(shared_path("fixtures", "golden_seed1.npz")))
-
-
-@pytest.fixture(scope="module")
-def sam():
-    return load_mobile_sam(shared_path("fixtures", "mobile_sam_seed1.pt"))
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["lowrank", "plain"])

@@ -16,11 +16,6 @@ CASES = ["p1_multi", "p1_single", "p3", "box", "boxpt", "refine"]
 
 
 @pytest.fixture(scope="module")
-def golden():
-    return dict(np.load(shared_path("fixtures", "golden_seed1.npz")))
-
-
-@pytest.fixture(scope="module")
 def onnx_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("onnx")
     sam = load_mobile_sam(shared_path("fixtures", "mobile_sam_seed1.pt"))

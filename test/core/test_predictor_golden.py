@@ -18,11 +18,6 @@ def unpack(g, key):
 
 
 @pytest.fixture(scope="module")
-def golden():
-    return dict(np.load(shared_path("fixtures", "golden_seed1.npz")))
-
-
-@pytest.fixture(scope="module")
 def predictor(golden):
     p = SamPredictor(TorchBackend(load_mobile_sam(shared_path("fixtures", "mobile_sam_seed1.pt"))))
     p.set_embedding(golden["embedding"], tuple(golden["original_size"]))

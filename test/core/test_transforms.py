@@ -11,12 +11,6 @@ from mobilesam_ros.core.transforms import (ResizeLongestSide, normalize_and_pad,
                                            resize_uint8_like_pil)
 
 
-@pytest.fixture(scope="module")
-def golden():
-    with np.load(shared_path("fixtures", "golden_seed1.npz")) as g:
-        return {k: g[k] for k in g.files if not k.startswith(("amg", "boxes8_masks"))}
-
-
 class EncoderStub(nn.Module):
     """Sam's pre/post-processing only needs the encoder's input size."""
     img_size = 1024
