@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,23 @@ class FrameSource:
             log.warning("%s: skipped %d unreadable frame(s) of %d", self.path, len(self.skipped),
                         seen)
 
+    def _decode_pass(self, items: Iterable[tuple[str, Any]], decode: Callable[[Any], np.ndarray],
+                     only: Container[str] | None) -> Iterator[Frame]:
+        """One pass over (key, payload): decode the wanted ones, skip (and count) corrupt ones."""
+        self._begin_pass()
+        seen = 0
+        for key, payload in items:
+            if only is not None and key not in only:
+                continue
+            seen += 1
+            try:
+                image = decode(payload)
+            except CorruptImageError as e:
+                self._skip(key, str(e))
+                continue
+            yield Frame(key, image)
+        self._end_pass(seen)
+
 
 # --------------------------------------------------------------------------------------------------
 # image folders
@@ -166,19 +183,7 @@ class ImageFolderSource(FrameSource):
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def frames(self, only: Container[str] | None = None) -> Iterator[Frame]:
-        self._begin_pass()
-        seen = 0
-        for key in self._files:
-            if only is not None and key not in only:
-                continue
-            seen += 1
-            try:
-                image = self.read(key)
-            except CorruptImageError as e:
-                self._skip(key, str(e))
-                continue
-            yield Frame(key, image)
-        self._end_pass(seen)
+        return self._decode_pass(((k, k) for k in self._files), self.read, only)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "folder", "path": str(self.path.resolve()),
@@ -414,19 +419,8 @@ class RosbagSource(FrameSource):
         return [k for k, _ in self._walk()]
 
     def frames(self, only: Container[str] | None = None) -> Iterator[Frame]:
-        self._begin_pass()
-        seen = 0
-        for key, msg in self._walk():
-            if only is not None and key not in only:
-                continue
-            seen += 1
-            try:
-                image = message_to_rgb(msg, self.msgtype == COMPRESSED_MSGTYPE, self.mono16)
-            except CorruptImageError as e:
-                self._skip(key, str(e))
-                continue
-            yield Frame(key, image)
-        self._end_pass(seen)
+        compressed = self.msgtype == COMPRESSED_MSGTYPE
+        return self._decode_pass(self._walk(), lambda m: message_to_rgb(m, compressed, self.mono16), only)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "rosbag", "path": str(self.path.resolve()), "topic": self.topic,
