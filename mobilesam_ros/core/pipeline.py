@@ -82,6 +82,11 @@ class SegmentationPipeline:
         boxes = "grid %dx%d" % ((self.grid_points_per_side,) * 2) if self.detector is None else "detector"
         return f"{self.predictor.backend.describe()}, SegEvery boxes: {boxes}"
 
+    def set_detector_thresholds(self, conf: float, iou: float) -> None:
+        """Change the box proposer's confidence and NMS IoU from the next frame on."""
+        if self.detector is not None:
+            self.detector.conf, self.detector.iou = float(conf), float(iou)
+
     def encode(self, image: np.ndarray, stamp_ns: int) -> None:
         """Encode an (H, W, 3) uint8 RGB frame into the embedding cache under stamp_ns."""
         self.predictor.set_image(image, stamp_ns)

@@ -202,6 +202,8 @@ class MobileSamNode(LifecycleNode):
         if mode == "segany":
             self._pipeline.encode(rgb, stamp)
             return
+        self._pipeline.set_detector_thresholds(self.get_parameter("detector.conf").value,
+                                               self.get_parameter("detector.iou").value)
         inst = self._pipeline.segment_every(rgb, stamp, self._filters())
         self._publish(inst, header, InstanceMaskArray.MODE_SEGEVERY, None, rgb)
 

@@ -69,6 +69,12 @@ def test_lifecycle_and_parameters(ros_process, ros_probe):
     assert res.results[0].successful
     publish_until(pub, image_msg(rgb, 2), lambda: any(a.header.stamp.sec == 2 for a in got), node)
     assert len(next(a for a in got if a.header.stamp.sec == 2).instances) == 1
+    # detector thresholds apply live too: conf 1.0 keeps no box (scores must exceed it)
+    res = _call(ros_probe, setp, SetParameters.Request(parameters=[Parameter(
+        name="detector.conf", value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=1.0))]))
+    assert res.results[0].successful
+    publish_until(pub, image_msg(rgb, 4), lambda: any(a.header.stamp.sec == 4 for a in got), node)
+    assert len(next(a for a in got if a.header.stamp.sec == 4).instances) == 0
     # invalid and read-only changes are refused with a reason
     for prm in (Parameter(name="filter.pred_iou_thresh",
                           value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=7.0)),
