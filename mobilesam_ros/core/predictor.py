@@ -106,8 +106,8 @@ class SamPredictor:
         return self._decode_group(frame, [prompt], multimask_output, select_best=False)[0]
 
     def predict_batch(self, prompts: Sequence[ObjectPrompt], stamp_ns: Optional[int] = None,
-                      tolerance_ns: int = 0, select_best: bool = True,
-                      return_masks: bool = True) -> list[Prediction]:
+                      tolerance_ns: int = 0, select_best: bool = True, return_masks: bool = True,
+                      stability_offset: float = STABILITY_OFFSET) -> list[Prediction]:
         """Many objects against one frame, in order. Objects sharing a token layout go through the
         decoder together (chunks of `decode_chunk`). With select_best, a multimask object keeps its
         highest-IoU candidate (C = 1)."""
@@ -117,13 +117,14 @@ class SamPredictor:
             for start in range(0, len(idxs), self.decode_chunk):
                 chunk = idxs[start:start + self.decode_chunk]
                 preds = self._decode_group(frame, [prompts[i] for i in chunk], multimask, select_best,
-                                           return_masks)
+                                           return_masks, stability_offset)
                 for i, p in zip(chunk, preds):
                     out[i] = p
         return out  # type: ignore[return-value]
 
     def _decode_group(self, frame: CachedFrame[FrameEntry], prompts: Sequence[ObjectPrompt],
-                      multimask: bool, select_best: bool, return_masks: bool = True) -> list[Prediction]:
+                      multimask: bool, select_best: bool, return_masks: bool = True,
+                      stability_offset: float = STABILITY_OFFSET) -> list[Prediction]:
         entry = frame.embedding
         coords, labels = to_tokens(prompts, lambda c: self.transform.apply_coords(c, frame.original_size))
         masks_in = None
@@ -137,6 +138,6 @@ class SamPredictor:
         if not return_masks:
             return [Prediction(None, iou[k], low[k]) for k in range(len(prompts))]
         logits = postprocess_masks(torch.from_numpy(low), entry.input_size, frame.original_size)
-        stab = stability_score(logits, self.mask_threshold, STABILITY_OFFSET).numpy()
+        stab = stability_score(logits, self.mask_threshold, stability_offset).numpy()
         full = (logits > self.mask_threshold).numpy()
         return [Prediction(full[k], iou[k], low[k], stab[k]) for k in range(len(prompts))]

@@ -11,13 +11,10 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-import torch
-
 from .instances import Instances
-from .postprocess import masks_to_boxes, pack_masks, stability_score
+from .postprocess import masks_to_boxes, pack_masks
 from .predictor import SamPredictor
-from .transforms import postprocess_masks
-from .prompts import LABEL_BOX_BR, LABEL_BOX_TL
+from .prompts import make_prompt
 
 
 def decode_boxes(predictor: SamPredictor, boxes: np.ndarray, stamp_ns: Optional[int] = None,
@@ -29,7 +26,7 @@ def decode_boxes(predictor: SamPredictor, boxes: np.ndarray, stamp_ns: Optional[
     score at logit offset `stability_offset`, areas, the boxes' class ids and detector scores).
     """
     frame = predictor.frame(stamp_ns)
-    entry, (h, w) = frame.embedding, frame.original_size
+    h, w = frame.original_size
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     n = len(boxes)
     if n == 0:
@@ -39,20 +36,17 @@ def decode_boxes(predictor: SamPredictor, boxes: np.ndarray, stamp_ns: Optional[
     stab = np.empty(n, np.float32)
     areas = np.empty(n, np.int64)
     tight = np.empty((n, 4), np.float32)
-    labels = np.array([LABEL_BOX_TL, LABEL_BOX_BR], np.float32)
     for s in range(0, n, chunk):
-        part = boxes[s:s + chunk]
-        coords = predictor.transform.apply_coords(part.reshape(-1, 2, 2), (h, w)).astype(np.float32)
-        low, iou = predictor.backend.decode(entry.handle, coords, np.tile(labels, (len(part), 1)), None, False)
-        logits = postprocess_masks(torch.from_numpy(low), entry.input_size, (h, w))[:, 0]
-        masks = logits > predictor.mask_threshold
-        stab[s:s + len(part)] = stability_score(logits, predictor.mask_threshold, stability_offset).numpy()
-        del logits
-        m = masks.numpy()
-        packed[s:s + len(part)] = pack_masks(m)
-        areas[s:s + len(part)] = m.sum(axis=(1, 2))
-        tight[s:s + len(part)] = masks_to_boxes(m)
-        scores[s:s + len(part)] = iou[:, 0]
+        # one chunk of full-resolution masks at a time; the predictor batches it in one decode
+        preds = predictor.predict_batch([make_prompt(box=b) for b in boxes[s:s + chunk]], frame.stamp_ns,
+                                        stability_offset=stability_offset)
+        m = np.stack([p.masks[0] for p in preds])
+        sl = slice(s, s + len(preds))
+        packed[sl] = pack_masks(m)
+        areas[sl] = m.sum(axis=(1, 2))
+        tight[sl] = masks_to_boxes(m)
+        scores[sl] = [p.iou[0] for p in preds]
+        stab[sl] = [p.stability[0] for p in preds]
     return Instances(masks=packed, boxes=tight, scores=scores, stability=stab, areas=areas,
                      class_ids=(np.full(n, -1, np.int32) if class_ids is None
                                 else np.asarray(class_ids, np.int32).reshape(-1)),
