@@ -22,6 +22,11 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "omp_wait_policy"):  # before anything imports torch (see core/cpu_policy.py)
+            from .cli.common import cpu_policy
+            from .core.cpu_policy import apply_process_policy
+
+            apply_process_policy(cpu_policy(args))
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         return 130

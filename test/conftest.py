@@ -31,6 +31,24 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache_dir(tmp_path_factory):
+    """One ONNX export cache (backend auto) per test session, outside the user's ~/.cache; every
+    node and CLI process the tests start inherits it through the environment."""
+    path = tmp_path_factory.mktemp("mobilesam_cache")
+    os.environ["MOBILESAM_CACHE_DIR"] = str(path)
+    yield path
+
+
+def warm_onnx_cache(checkpoint: str) -> None:
+    """Export the graphs of `checkpoint` into the session cache now (once), so a node process the
+    test starts comes up in seconds instead of exporting under the test's start-up timeout."""
+    from mobilesam_ros.core.backends.onnx_cache import cached_graphs
+    from mobilesam_ros.core.checkpoints import load_mobile_sam
+
+    cached_graphs([checkpoint], lambda: load_mobile_sam(checkpoint))
+
+
 @pytest.fixture(scope="session")
 def golden():
     """golden_seed1.npz (official SamPredictor / AMG outputs on picture1) as a dict of arrays."""

@@ -6,7 +6,8 @@ import sys
 
 import numpy as np
 
-from ..core.factory import ModelConfig
+from ..core.cpu_policy import OMP_WAIT_POLICIES, CpuPolicy
+from ..core.factory import BACKENDS, ModelConfig
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -21,20 +22,46 @@ def add_model_args(ap: argparse.ArgumentParser, need_checkpoint: bool = True) ->
                    help="mobile_sam.pt (official flat format) or a MobileSAMv2 encoder file")
     g.add_argument("--decoder-checkpoint", default="",
                    help="MobileSAMv2 Prompt_guided_Mask_Decoder.pt (with a v2 encoder file)")
-    g.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="inference backend")
-    g.add_argument("--onnx-encoder", default="", help="encoder .onnx (backend onnx; see `export`)")
-    g.add_argument("--onnx-decoder", default="", help="decoder .onnx (backend onnx)")
+    g.add_argument("--backend", choices=BACKENDS, default=ModelConfig.backend,
+                   help="inference backend; auto: ONNX Runtime on CPU (graphs exported once into the "
+                   "cache), torch on CUDA (default: %(default)s)")
+    g.add_argument("--onnx-encoder", default="", help="encoder .onnx (see `export`); default: exported "
+                   "into the cache")
+    g.add_argument("--onnx-decoder", default="", help="decoder .onnx (with --onnx-encoder)")
+    g.add_argument("--onnx-cache-dir", default="", help="cache of exported graphs (default: "
+                   "$MOBILESAM_CACHE_DIR or ~/.cache/mobilesam_ros)")
     g.add_argument("--providers", default="CPUExecutionProvider",
                    help="comma-separated ONNX Runtime providers, in priority order")
     g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     g.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
-    g.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+    add_cpu_args(ap)
+
+
+def add_cpu_args(ap: argparse.ArgumentParser) -> None:
+    """The process's CPU policy (core/cpu_policy.py); applied by __main__ before torch loads."""
+    d = CpuPolicy()
+    g = ap.add_argument_group("CPU sharing")
+    g.add_argument("--threads", type=int, default=d.threads,
+                   help="intra-op threads of torch and ONNX Runtime (0 = physical cores)")
+    g.add_argument("--omp-wait-policy", choices=OMP_WAIT_POLICIES, default=d.omp_wait_policy,
+                   help="passive: idle OpenMP workers sleep (fair on a shared CPU); active: they spin; "
+                   "env: leave OMP_WAIT_POLICY alone (default: %(default)s)")
+    g.add_argument("--ort-spinning", action="store_true", default=d.ort_spinning,
+                   help="let ONNX Runtime threads spin between ops (dedicated CPUs only)")
+    g.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                   default=d.keep_freed_memory, help="leave glibc's malloc thresholds alone")
+
+
+def cpu_policy(args: argparse.Namespace) -> CpuPolicy:
+    return CpuPolicy(threads=args.threads, omp_wait_policy=args.omp_wait_policy,
+                     ort_spinning=args.ort_spinning, keep_freed_memory=args.keep_freed_memory)
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
-    return ModelConfig(args.checkpoint or "", args.decoder_checkpoint, args.backend, args.onnx_encoder,
-                       args.onnx_decoder, tuple(p for p in args.providers.split(",") if p),
-                       args.device, args.fp16, args.threads)
+    return ModelConfig(checkpoint=args.checkpoint or "", decoder_checkpoint=args.decoder_checkpoint,
+                       backend=args.backend, onnx_encoder=args.onnx_encoder, onnx_decoder=args.onnx_decoder,
+                       providers=tuple(p for p in args.providers.split(",") if p), device=args.device,
+                       fp16=args.fp16, onnx_cache_dir=args.onnx_cache_dir, cpu=cpu_policy(args))
 
 
 def read_rgb(path: str) -> np.ndarray:

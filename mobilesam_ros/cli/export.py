@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 
-import numpy as np
-
 from .common import EXIT_ERROR, EXIT_OK, add_model_args, model_config
 
 
@@ -21,7 +19,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.backends.export import export_decoder, export_encoder
+    from ..core.backends.export import check_export, export_decoder, export_encoder, export_matches
     from ..core.factory import load_sam
 
     sam = load_sam(model_config(args))
@@ -34,21 +32,4 @@ def run(args: argparse.Namespace) -> int:
     err = check_export(sam, enc, dec)
     print(f"ONNX Runtime vs PyTorch: embedding max |diff| {err['embedding']:.2e}, "
           f"low-res logits max |diff| {err['low_res']:.2e}, IoU max |diff| {err['iou']:.2e}")
-    return EXIT_OK if err["embedding"] < 1e-3 and err["low_res"] < 5e-3 and err["iou"] < 1e-3 else EXIT_ERROR
-
-
-def check_export(sam, encoder_path: str, decoder_path: str) -> dict[str, float]:
-    """Max abs differences between the ONNX graphs and the torch backend on a seeded random image
-    with a box + point prompt and a point-only prompt batch."""
-    from ..core.backends.onnx_backend import OnnxBackend
-    from ..core.backends.torch_backend import TorchBackend
-
-    x = np.random.default_rng(0).standard_normal((1, 3, 1024, 1024)).astype(np.float32)
-    tb, ob = TorchBackend(sam), OnnxBackend(encoder_path, decoder_path)
-    ht, ho = tb.encode(x), ob.encode(x)
-    coords = np.array([[[100, 200], [50, 60], [700, 800]], [[300, 300], [600, 400], [0, 0]]], np.float32)
-    labels = np.array([[1, 2, 3], [1, 0, -1]], np.float32)
-    lt, it = tb.decode(ht, coords, labels, None, True)
-    lo, io = ob.decode(ho, coords, labels, None, True)
-    return {"embedding": float(np.abs(tb.embedding(ht) - ob.embedding(ho)).max()),
-            "low_res": float(np.abs(lt - lo).max()), "iou": float(np.abs(it - io).max())}
+    return EXIT_OK if export_matches(err) else EXIT_ERROR

@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
+from .cpu_policy import CpuPolicy, ort_session_options
 from .detections import Detections
 
 __all__ = ["Detections", "LetterboxInfo", "YoloV8OnnxDetector", "letterbox",
@@ -140,14 +141,14 @@ class YoloV8OnnxDetector:
     auto_letterbox_stride: letterbox padding. None = the model stride (metadata, else 32) for
         dynamic models, 0 (pad to the full imgsz) for fixed-shape models; > 0 needs a dynamic
         model.
-    intra_op_num_threads: onnxruntime CPU threads (None = its default).
+    cpu: threading of the ONNX Runtime session (core.cpu_policy; default CpuPolicy()).
     """
 
     def __init__(self, model_path: str | os.PathLike, imgsz: int | Sequence[int] | None = None,
                  conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
                  providers: Sequence[str] | None = None, class_agnostic: bool = True,
                  border_snap_px: float = 0.0, auto_letterbox_stride: int | None = None,
-                 intra_op_num_threads: int | None = None) -> None:
+                 cpu: "CpuPolicy | None" = None) -> None:
         import onnxruntime as ort  # heavy import kept out of module import time
 
         if not 0.0 <= conf <= 1.0:
@@ -165,9 +166,7 @@ class YoloV8OnnxDetector:
         path = os.fspath(model_path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"detector ONNX file not found: {path}")
-        opts = ort.SessionOptions()
-        if intra_op_num_threads is not None:
-            opts.intra_op_num_threads = int(intra_op_num_threads)
+        opts = ort_session_options(cpu or CpuPolicy())
         try:
             self._session = ort.InferenceSession(
                 path, sess_options=opts, providers=list(providers or ["CPUExecutionProvider"]))

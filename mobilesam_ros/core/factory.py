@@ -1,9 +1,15 @@
 """Model configuration -> a ready backend. One place that the CLI and the node both use."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from .backends.base import Backend
+from .cpu_policy import CpuPolicy
+
+LOG = logging.getLogger("mobilesam_ros")
+BACKENDS = ("auto", "torch", "onnx")
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 @dataclass
@@ -12,18 +18,23 @@ class ModelConfig:
 
     checkpoint: official mobile_sam.pt (flat) or a MobileSAMv2 encoder file; with
     decoder_checkpoint (MobileSAMv2 Prompt_guided_Mask_Decoder.pt) the v2 pair is loaded.
-    backend "onnx" runs onnx_encoder/onnx_decoder (written by `export`) on `providers`.
+    backend "onnx" runs onnx_encoder/onnx_decoder (written by `export`) on `providers`; with no
+    graphs given they are exported once into the cache (backends/onnx_cache.py, under onnx_cache_dir).
+    backend "auto": ONNX Runtime on CPU (graphs given or cached; torch with a warning if they cannot
+    be exported), torch on a CUDA device unless `providers` names a GPU provider.
+    cpu: threading of the ONNX Runtime sessions (the process-wide part is the entry point's job).
     """
 
     checkpoint: str = ""
     decoder_checkpoint: str = ""
-    backend: str = "torch"
+    backend: str = "auto"
     onnx_encoder: str = ""
     onnx_decoder: str = ""
     providers: tuple = field(default_factory=lambda: ("CPUExecutionProvider",))
     device: str = "cpu"
     fp16: bool = False
-    threads: int = 0
+    onnx_cache_dir: str = ""
+    cpu: CpuPolicy = field(default_factory=CpuPolicy)
 
 
 def load_sam(cfg: ModelConfig):
@@ -38,16 +49,45 @@ def load_sam(cfg: ModelConfig):
     return load_mobile_sam(cfg.checkpoint)
 
 
+def resolve_backend(cfg: ModelConfig) -> str:
+    """The backend `auto` stands for under cfg ("torch" or "onnx"); others are returned as given."""
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {cfg.backend!r} (one of {', '.join(BACKENDS)})")
+    if cfg.backend != "auto":
+        return cfg.backend
+    if cfg.device.startswith("cuda"):
+        return "onnx" if any(p in GPU_PROVIDERS for p in cfg.providers) else "torch"
+    return "onnx"
+
+
 def build_backend(cfg: ModelConfig) -> Backend:
-    if cfg.backend == "torch":
-        from .backends.torch_backend import TorchBackend
+    name = resolve_backend(cfg)
+    if name == "onnx":
+        try:
+            return _onnx_backend(cfg)
+        except Exception as exc:  # noqa: BLE001  auto falls back; an explicit onnx choice does not
+            from .backends.onnx_cache import ExportUnavailable
 
-        return TorchBackend(load_sam(cfg), device=cfg.device, fp16=cfg.fp16, threads=cfg.threads)
-    if cfg.backend == "onnx":
-        from .backends.onnx_backend import OnnxBackend
+            if cfg.backend != "auto" or not isinstance(exc, (ExportUnavailable, ImportError)):
+                raise
+            LOG.warning("backend auto: %s; falling back to torch (slower on CPU)", exc)
+    from .backends.torch_backend import TorchBackend
 
-        if not (cfg.onnx_encoder and cfg.onnx_decoder):
-            raise ValueError("backend onnx needs onnx_encoder and onnx_decoder "
-                             "(write them with `python -m mobilesam_ros export`)")
-        return OnnxBackend(cfg.onnx_encoder, cfg.onnx_decoder, cfg.providers, cfg.threads)
-    raise ValueError(f"unknown backend {cfg.backend!r} (torch or onnx)")
+    return TorchBackend(load_sam(cfg), device=cfg.device, fp16=cfg.fp16)
+
+
+def _onnx_backend(cfg: ModelConfig) -> Backend:
+    from .backends.onnx_backend import OnnxBackend
+
+    encoder, decoder = cfg.onnx_encoder, cfg.onnx_decoder
+    if bool(encoder) != bool(decoder):
+        raise ValueError("give both onnx_encoder and onnx_decoder, or neither (then they are exported "
+                         "into the cache on first use)")
+    if not encoder:
+        from .backends.onnx_cache import cached_graphs
+
+        sam = load_sam(cfg)  # validates the checkpoint(s) with the same errors as backend torch
+        files = [cfg.checkpoint] + ([cfg.decoder_checkpoint] if cfg.decoder_checkpoint else [])
+        encoder, decoder = cached_graphs(files, lambda: sam, cfg.onnx_cache_dir)
+    return OnnxBackend(encoder, decoder, cfg.providers, cfg.cpu)
+

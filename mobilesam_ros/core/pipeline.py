@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .cpu_policy import CpuPolicy
 from .factory import ModelConfig, build_backend
 from .instances import Instances
 from .postprocess import mask_nms
@@ -60,11 +61,18 @@ class PipelineConfig:
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> "PipelineConfig":
-        model = ModelConfig(p["model.checkpoint"], p["model.decoder_checkpoint"], p["model.backend"],
-                            p["model.onnx_encoder"], p["model.onnx_decoder"], tuple(p["model.providers"]),
-                            p["model.device"], p["model.fp16"], p["model.threads"])
+        model = ModelConfig(checkpoint=p["model.checkpoint"], decoder_checkpoint=p["model.decoder_checkpoint"],
+                            backend=p["model.backend"], onnx_encoder=p["model.onnx_encoder"],
+                            onnx_decoder=p["model.onnx_decoder"], providers=tuple(p["model.providers"]),
+                            device=p["model.device"], fp16=p["model.fp16"],
+                            onnx_cache_dir=p["model.onnx_cache_dir"], cpu=cpu_policy_from_params(p))
         return cls(model, p["detector.model"], p["detector.conf"], p["detector.iou"],
                    p["detector.max_det"], p["segevery.grid_points_per_side"], p["segany.cache_size"])
+
+
+def cpu_policy_from_params(p: dict[str, Any]) -> CpuPolicy:
+    return CpuPolicy(threads=p["cpu.threads"], omp_wait_policy=p["cpu.omp_wait_policy"],
+                     ort_spinning=p["cpu.ort_spinning"], keep_freed_memory=p["cpu.keep_freed_memory"])
 
 
 class SegmentationPipeline:
@@ -143,6 +151,6 @@ def build_pipeline(cfg: PipelineConfig) -> SegmentationPipeline:
 
         detector = YoloV8OnnxDetector(cfg.detector, conf=cfg.detector_conf, iou=cfg.detector_iou,
                                       max_det=cfg.detector_max_det, providers=list(cfg.model.providers),
-                                      border_snap_px=20)
+                                      border_snap_px=20, cpu=cfg.model.cpu)
     predictor = SamPredictor(backend, cache_size=cfg.cache_size, keep_images=True)
     return SegmentationPipeline(predictor, detector, cfg.grid_points_per_side)

@@ -13,6 +13,7 @@ Topics (relative names: remap them):
 from __future__ import annotations
 
 import gc
+import logging
 import re
 import time
 from collections import OrderedDict
@@ -42,6 +43,7 @@ WARN_PERIOD_S = 2.0
 class MobileSamNode(LifecycleNode):
     def __init__(self, node_name: str = "mobilesam", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
+        forward_core_logging(self.get_logger())
         P.declare_all(self)
         self.add_on_set_parameters_callback(P.check_choices)
         self._pipeline = None
@@ -64,11 +66,14 @@ class MobileSamNode(LifecycleNode):
             self.trigger_activate()
 
     def on_configure(self, state) -> TransitionCallbackReturn:
-        from mobilesam_ros.core.pipeline import PipelineConfig, build_pipeline
+        from mobilesam_ros.core.cpu_policy import apply_process_policy, describe
+        from mobilesam_ros.core.pipeline import PipelineConfig, build_pipeline, cpu_policy_from_params
 
         cfg = P.read_all(self)
         t0 = time.perf_counter()
         try:
+            # process-wide, so here at the entry point; before the pipeline's first torch import
+            self.get_logger().info(f"CPU policy: {describe(apply_process_policy(cpu_policy_from_params(cfg)))}")
             self._pipeline = build_pipeline(PipelineConfig.from_params(cfg))
         except Exception as exc:  # noqa: BLE001  any load failure must fail the transition, with why
             self.get_logger().error(f"configure failed: {exc}")
@@ -266,6 +271,30 @@ class MobileSamNode(LifecycleNode):
         from std_msgs.msg import Header
 
         return Header(stamp=self.get_clock().now().to_msg())
+
+
+class _RosLogHandler(logging.Handler):
+    """The core logs through Python's `logging` ("mobilesam_ros"); this puts it on /rosout."""
+
+    def __init__(self, logger) -> None:
+        super().__init__(logging.INFO)
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        if record.levelno >= logging.ERROR:
+            self._logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self._logger.warning(text)
+        else:
+            self._logger.info(text)
+
+
+def forward_core_logging(ros_logger) -> None:
+    core = logging.getLogger("mobilesam_ros")
+    core.setLevel(logging.INFO)
+    core.propagate = False
+    core.handlers = [_RosLogHandler(ros_logger)]
 
 
 def main(args=None) -> None:

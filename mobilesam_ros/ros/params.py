@@ -30,16 +30,30 @@ PARAMS: tuple[Param, ...] = (
           read_only=True),
     Param("model.decoder_checkpoint", "", "optional MobileSAMv2 prompt-guided decoder file "
           "(Prompt_guided_Mask_Decoder.pt); empty: use the decoder inside model.checkpoint", read_only=True),
-    Param("model.backend", "torch", "inference backend", read_only=True, choices=("torch", "onnx")),
-    Param("model.onnx_encoder", "", "ONNX image encoder (backend onnx; `python -m mobilesam_ros export`)",
+    Param("model.backend", "auto", "inference backend. auto: ONNX Runtime on CPU (graphs exported once "
+          "into model.onnx_cache_dir, torch with a warning if that fails), torch on CUDA unless "
+          "model.providers names a GPU provider", read_only=True, choices=("auto", "torch", "onnx")),
+    Param("model.onnx_encoder", "", "ONNX image encoder (backends onnx/auto; `python -m mobilesam_ros "
+          "export`); empty: exported from model.checkpoint into the cache", read_only=True),
+    Param("model.onnx_decoder", "", "ONNX prompt encoder + mask decoder (with model.onnx_encoder)",
           read_only=True),
-    Param("model.onnx_decoder", "", "ONNX prompt encoder + mask decoder (backend onnx)", read_only=True),
+    Param("model.onnx_cache_dir", "", "folder for ONNX graphs exported on first use, one entry per "
+          "checkpoint hash; empty: $MOBILESAM_CACHE_DIR or ~/.cache/mobilesam_ros", read_only=True),
     Param("model.providers", ["CPUExecutionProvider"], "ONNX Runtime execution providers in priority "
           "order, e.g. [TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]",
           read_only=True),
     Param("model.device", "cpu", "torch device: cpu, cuda or cuda:N (backend torch)", read_only=True),
     Param("model.fp16", False, "half precision on CUDA (backend torch)", read_only=True),
-    Param("model.threads", 0, "torch CPU threads; 0 = torch's default", read_only=True, range=(0, 256)),
+    Param("cpu.threads", 0, "intra-op threads of torch and of every ONNX Runtime session; 0 = the "
+          "libraries' default (physical cores)", read_only=True, range=(0, 256)),
+    Param("cpu.omp_wait_policy", "passive", "OpenMP wait policy, applied at the first configure "
+          "before torch loads. passive: idle workers sleep (fair beside other busy nodes); active: "
+          "they spin (fastest on a dedicated CPU); env: leave OMP_WAIT_POLICY to the environment",
+          read_only=True, choices=("passive", "active", "env")),
+    Param("cpu.ort_spinning", False, "let ONNX Runtime's intra-op threads spin between ops (faster "
+          "on a dedicated CPU, starves neighbours on a shared one)", read_only=True),
+    Param("cpu.keep_freed_memory", True, "keep freed multi-MB heap blocks mapped for reuse (glibc "
+          "mallopt; about 1.4x faster 1-prompt decodes, no extra peak memory)", read_only=True),
     Param("detector.model", "", "YOLOv8-style ONNX object detector proposing SegEvery boxes "
           "(MobileSAMv2's ObjectAwareModel converted with tools/export_object_aware_model.py); "
           "empty: use the point grid (segevery.grid_points_per_side)", read_only=True),

@@ -7,7 +7,7 @@ import sys
 
 import cv2
 import numpy as np
-from conftest import DATA, FIXTURES, read_log, wait_for
+from conftest import DATA, FIXTURES, read_log, wait_for, warm_onnx_cache
 
 CHECKPOINT = str(FIXTURES / "mobile_sam_seed1.pt")
 DETECTOR = str(DATA / "models" / "yolov8n_int8.onnx")
@@ -22,8 +22,12 @@ def node_executable() -> str:
 
 
 def node_argv(name: str = "mobilesam", **params) -> list[str]:
+    """argv of a node process with the seeded checkpoint and the detector; its ONNX graphs (backend
+    auto) are exported beforehand into the session cache."""
     base = {"model.checkpoint": CHECKPOINT, "detector.model": DETECTOR, "autostart": True}
     base.update(params)
+    if base.get("model.backend", "auto") != "torch" and os.path.isfile(str(base["model.checkpoint"])):
+        warm_onnx_cache(str(base["model.checkpoint"]))
     argv = [sys.executable, node_executable(), "--ros-args", "-r", f"__node:={name}"]
     for k, v in base.items():
         v = str(v).lower() if isinstance(v, bool) else v

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DATA, FIXTURES
+from conftest import DATA, FIXTURES, warm_onnx_cache
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -22,6 +22,7 @@ def test_demo_writes_overlays(ros_env, tmp_path):
     for name in ("000000.jpg", "000010.jpg"):
         shutil.copy(DATA / "sequence" / name, frames / name)
     out = tmp_path / "out"
+    warm_onnx_cache(str(FIXTURES / "mobile_sam_seed1.pt"))
     res = _demo(["--checkpoint", str(FIXTURES / "mobile_sam_seed1.pt"), "--detector",
                  str(DATA / "models" / "yolov8n_int8.onnx"), "--frames", str(frames), "--out", str(out),
                  "--rate", "0.2"], ros_env, tmp_path)

@@ -5,7 +5,7 @@ import os
 import cv2
 
 import pytest
-from conftest import ROOT, read_log, wait_for
+from conftest import ROOT, read_log, wait_for, warm_onnx_cache
 from nodeutil import CHECKPOINT, DETECTOR, image_msg, publish_until, read_rgb, wait_subscribed
 
 import launch_runner
@@ -26,6 +26,7 @@ def test_launch_file_runs_the_node(ros_process, ros_probe, tmp_path):
 
     from mobilesam_ros.msg import InstanceMaskArray
 
+    warm_onnx_cache(CHECKPOINT)
     ld = launch_runner.load(LAUNCH)
     cmds = launch_runner.node_commands(ld, {"checkpoint": CHECKPOINT, "detector": DETECTOR,
                                             "node_name": "seg", "image": "/cam/image_raw"}, str(tmp_path))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,3 +68,29 @@ def _export(module, args, path, inputs, outputs, dynamic_axes) -> None:
         torch.onnx.export(module.eval(), args, path, input_names=inputs, output_names=outputs,
                           dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True,
                           dynamo=False)
+
+
+# The golden tolerances (../shared/fixtures/README.md) an exported pair must meet against torch.
+EXPORT_TOLERANCES = {"embedding": 1e-3, "low_res": 5e-3, "iou": 1e-3}
+
+
+def check_export(sam: Sam, encoder_path: str, decoder_path: str) -> dict[str, float]:
+    """Max abs differences between the ONNX graphs and the torch backend on a seeded random image
+    with a box + point prompt and a point-only prompt batch."""
+    from .onnx_backend import OnnxBackend
+    from .torch_backend import TorchBackend
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 1024, 1024)).astype(np.float32)
+    tb, ob = TorchBackend(sam), OnnxBackend(encoder_path, decoder_path)
+    ht, ho = tb.encode(x), ob.encode(x)
+    coords = np.array([[[100, 200], [50, 60], [700, 800]], [[300, 300], [600, 400], [0, 0]]], np.float32)
+    labels = np.array([[1, 2, 3], [1, 0, -1]], np.float32)
+    lt, it = tb.decode(ht, coords, labels, None, True)
+    lo, io = ob.decode(ho, coords, labels, None, True)
+    return {"embedding": float(np.abs(tb.embedding(ht) - ob.embedding(ho)).max()),
+            "low_res": float(np.abs(lt - lo).max()), "iou": float(np.abs(it - io).max())}
+
+
+def export_matches(err: dict[str, float]) -> bool:
+    """True when `check_export`'s differences are all within EXPORT_TOLERANCES (NaN fails)."""
+    return all(err[k] <= tol for k, tol in EXPORT_TOLERANCES.items())

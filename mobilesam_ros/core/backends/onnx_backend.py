@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..cpu_policy import CpuPolicy, ort_session_options
 from .base import Backend, check_tokens
 
 ENCODER_INPUT, ENCODER_OUTPUT = "image", "image_embeddings"
@@ -19,9 +20,9 @@ DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_inpu
 DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
 
 
-def make_session(path: str, providers: Optional[Sequence[str]] = None, threads: int = 0):
-    """An InferenceSession with all graph optimisations; clear errors for a missing/corrupt file or
-    a provider this onnxruntime build lacks."""
+def make_session(path: str, providers: Optional[Sequence[str]] = None, cpu: Optional[CpuPolicy] = None):
+    """An InferenceSession with all graph optimisations and `cpu`'s threading (default: CpuPolicy());
+    clear errors for a missing/corrupt file or a provider this onnxruntime build lacks."""
     import onnxruntime as ort
 
     if not os.path.isfile(path):
@@ -31,10 +32,7 @@ def make_session(path: str, providers: Optional[Sequence[str]] = None, threads: 
     if missing:
         raise ValueError(f"ONNX Runtime providers {missing} are not available in this onnxruntime build "
                          f"(available: {ort.get_available_providers()}; GPU providers need onnxruntime-gpu)")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads > 0:
-        opts.intra_op_num_threads = threads
+    opts = ort_session_options(cpu or CpuPolicy())
     try:
         return ort.InferenceSession(path, sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
@@ -45,9 +43,9 @@ class OnnxBackend(Backend):
     name = "onnx"
 
     def __init__(self, encoder_path: str, decoder_path: str, providers: Optional[Sequence[str]] = None,
-                 threads: int = 0) -> None:
-        self.encoder = make_session(encoder_path, providers, threads)
-        self.decoder = make_session(decoder_path, providers, threads)
+                 cpu: Optional[CpuPolicy] = None) -> None:
+        self.encoder = make_session(encoder_path, providers, cpu)
+        self.decoder = make_session(decoder_path, providers, cpu)
         for sess, names, path in ((self.encoder, (ENCODER_INPUT,), encoder_path),
                                   (self.decoder, DECODER_INPUTS, decoder_path)):
             have = [i.name for i in sess.get_inputs()]

@@ -27,15 +27,13 @@ class TorchFrame:
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, sam: Sam, device: str = "cpu", fp16: bool = False, threads: int = 0) -> None:
+    def __init__(self, sam: Sam, device: str = "cpu", fp16: bool = False) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU "
                                f"(torch {torch.__version__}; install a CUDA build of torch)")
         if fp16 and self.device.type != "cuda":
             raise ValueError("fp16 needs a CUDA device (half-precision matmuls on CPU are slow and inexact)")
-        if threads > 0:
-            torch.set_num_threads(threads)
         self.dtype = torch.float16 if fp16 else torch.float32
         self.sam = sam.to(self.device, self.dtype).eval()
         self.fast = FastMaskDecoder(self.sam.prompt_encoder, self.sam.mask_decoder)  # after .to(): it keeps views

@@ -206,11 +206,12 @@ class FastMaskDecoder:
     prompt than groups of 12-24 (1 thread, busy machine); larger groups only save per-op overhead.
     tail_rows: embedding pixels per block of the upsampling tail (each becomes 16 mask pixels).
     tune_malloc: call `keep_freed_memory_mapped()` (process-wide glibc setting, see there): on the
-    2-core CPU the largest single speed-up of the 1-prompt decode. Pass False to leave malloc alone.
+    2-core CPU the largest single speed-up of the 1-prompt decode. Off by default: a library object
+    must not change the process; entry points apply it through core.cpu_policy.
     """
 
     def __init__(self, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder, lowrank_upscale: bool = True,
-                 micro_batch: int = 2, tail_rows: int = 1024, tune_malloc: bool = True) -> None:
+                 micro_batch: int = 2, tail_rows: int = 1024, tune_malloc: bool = False) -> None:
         self.pe = prompt_encoder
         self.md = mask_decoder
         self.tf = mask_decoder.transformer
