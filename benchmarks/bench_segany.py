@@ -32,11 +32,13 @@ def boxes(n: int, h: int, w: int) -> np.ndarray:
 
 
 def backend_for(name: str, onnx_dir: str, threads: int):
+    from mobilesam_ros.core.cpu_policy import CpuPolicy
     from mobilesam_ros.core.factory import ModelConfig, build_backend
 
     ckpt = str(SHARED / "fixtures" / "mobile_sam_seed1.pt")
     return build_backend(ModelConfig(ckpt, backend=name, onnx_encoder=os.path.join(onnx_dir, "encoder.onnx"),
-                                     onnx_decoder=os.path.join(onnx_dir, "decoder.onnx"), threads=threads))
+                                     onnx_decoder=os.path.join(onnx_dir, "decoder.onnx"),
+                                     cpu=CpuPolicy(threads=threads)))
 
 
 def single(args) -> dict:

@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mobilesam_ros.core.cpu_policy import CpuPolicy
+
 import cv2
 import numpy as np
 
@@ -144,11 +146,11 @@ def build_detector(model: Path, setting: dict, threads: int | None
     kw = dict(setting)
     imgsz = kw.pop("imgsz", None)
     try:
-        det = YoloV8OnnxDetector(model, imgsz=imgsz, intra_op_num_threads=threads, **kw)
+        det = YoloV8OnnxDetector(model, imgsz=imgsz, cpu=CpuPolicy(threads=threads or 0), **kw)
     except ValueError as e:
         if imgsz is None or "fixed input size" not in str(e):
             raise
-        det = YoloV8OnnxDetector(model, intra_op_num_threads=threads, **kw)
+        det = YoloV8OnnxDetector(model, cpu=CpuPolicy(threads=threads or 0), **kw)
     used = dict(kw, imgsz=list(det.input_hw), dynamic=det.dynamic)
     return det, used
 
