@@ -33,7 +33,8 @@ def test_launch_file_runs_the_node(ros_process, ros_probe, tmp_path):
     assert len(cmds) == 1
     node_action, argv = cmds[0]
     assert node_action.executable == "mobilesam_node"
-    proc = ros_process(argv, name="launched")
+    # OMP_DISPLAY_ENV: libgomp itself prints the wait policy it starts with (the launch default)
+    proc = ros_process(argv, name="launched", env={"OMP_DISPLAY_ENV": "TRUE"})
     got = []
     ros_probe.create_subscription(InstanceMaskArray, "/seg/instances", got.append, 10)
     pub = ros_probe.create_publisher(Image, "/cam/image_raw", qos_profile_sensor_data)
@@ -46,4 +47,7 @@ def test_launch_file_runs_the_node(ros_process, ros_probe, tmp_path):
     small = cv2.resize(read_rgb(str(DATA / "sequence" / "000000.jpg")), (320, 240))
     publish_until(pub, image_msg(small, 7), lambda: got, proc, timeout=180)
     assert got[0].header.stamp.sec == 7 and got[0].mode == "segevery"
-    assert "mode=segevery" in read_log(proc)
+    log = read_log(proc)
+    assert "mode=segevery" in log
+    assert "OMP_WAIT_POLICY = 'PASSIVE'" in log  # cpu.omp_wait_policy applied before torch loaded
+    assert "onnxruntime CPU" in log  # backend auto on a CPU machine
