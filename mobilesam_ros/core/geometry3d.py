@@ -87,7 +87,9 @@ class Extract3DConfig:
         the median and has no jump larger than this (metres); depths beyond a jump are outliers.
     edge_margin_m: pixels of the whole mask within this distance (metres) of that range are
         gated in too (the eroded rim belongs to the object when its depth continues it).
-    box_percentile: the box spans the [p, 100 - p] percentiles of the gated points per axis (%).
+    box_percentile: the box spans the [p, 100 - p] percentiles (nearest rank) of the gated points
+        per axis (%): 0 = min/max (noise widens the box), larger values cut a curved surface's
+        sparse rim (a sphere's silhouette) off the box.
     min_points: fewer gated points than this and the instance has no 3D result (valid = False).
     min_depth_m, max_depth_m: depths outside this range are invalid (sensor range), metres.
     aspect_tolerance: relative difference of width/height aspect between the colour frame and the
@@ -207,41 +209,52 @@ def _depth_cluster(z: np.ndarray, gap_m: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _order_stats(a: np.ndarray, percents: tuple) -> list:
+    """Nearest-rank percentiles of a 1-D array with one partition (np.percentile on (M, 3) with
+    axis=0 partitions strided columns and interpolates: several times slower per instance)."""
+    ks = [int(round(q / 100.0 * (a.size - 1))) for q in percents]
+    part = np.partition(a, ks)
+    return [float(part[k]) for k in ks]
+
+
 def _one_instance(crop: np.ndarray, dx0: int, dy0: int, depth_m: np.ndarray, cam: PinholeCamera,
                   cfg: Extract3DConfig, kernel: Optional[np.ndarray], stride: int):
     """Gated (M, 3) points of one mask crop, its position, its box; None when too few points."""
     h, w = crop.shape
     z = depth_m[dy0:dy0 + h, dx0:dx0 + w]
-    valid = crop & ~np.isnan(z)
-    if kernel is not None:
-        # BORDER_CONSTANT 0: the crop is the mask's tight box, so its border is the mask's edge
-        core = cv2.erode(crop.view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        core = core.view(bool) & valid
-    else:
-        core = valid
+    # BORDER_CONSTANT 0: the crop is the mask's tight box, so its border is the mask's edge
+    core = (cv2.erode(crop.view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
+            if kernel is not None else crop)
     zc = z[core]
+    zc = zc[~np.isnan(zc)]  # on the mask's pixels only: cheaper than a NaN test of the whole crop
     if zc.size < cfg.min_points:  # thin object: erosion ate it, fall back to the whole mask
-        core, zc = valid, z[valid]
+        core = crop
+        zc = z[crop]
+        zc = zc[~np.isnan(zc)]
     if zc.size < cfg.min_points:
         return None
     lo_z, hi_z = _depth_cluster(zc, cfg.gap_m)
-    keep = valid & (z >= lo_z - cfg.edge_margin_m) & (z <= hi_z + cfg.edge_margin_m)
-    vs, us = np.nonzero(keep)
-    if vs.size < cfg.min_points:
+    keep = crop & (z >= lo_z - cfg.edge_margin_m) & (z <= hi_z + cfg.edge_margin_m)  # NaN: False
+    n = int(np.count_nonzero(keep))
+    if n < cfg.min_points:
         return None
-    zk = z[vs, us]
-    pts = np.empty((vs.size, 3), np.float32)
-    pts[:, 0] = (us + (dx0 - cam.cx)) * zk / cam.fx
-    pts[:, 1] = (vs + (dy0 - cam.cy)) * zk / cam.fy
-    pts[:, 2] = zk
-    in_core = core[vs, us]
-    position = np.median(pts[in_core] if np.count_nonzero(in_core) >= cfg.min_points else pts, axis=0)
+    # back-projection as per-column / per-row factors times depth over the crop, then one boolean
+    # selection each: several times cheaper than nonzero() + fancy indexing
+    fx = ((np.arange(w, dtype=np.float32) + np.float32(dx0 - cam.cx)) / np.float32(cam.fx))[None, :]
+    fy = ((np.arange(h, dtype=np.float32) + np.float32(dy0 - cam.cy)) / np.float32(cam.fy))[:, None]
+    xk, yk, zk = (fx * z)[keep], (fy * z)[keep], z[keep]
+    in_core = core[keep]
+    use = in_core if np.count_nonzero(in_core) >= cfg.min_points else slice(None)
+    position = np.array([_order_stats(a[use], (50.0,))[0] for a in (xk, yk, zk)], np.float32)
     p = cfg.box_percentile
-    lo, hi = np.percentile(pts, [p, 100.0 - p], axis=0)
+    lo, hi = np.array([_order_stats(a, (p, 100.0 - p)) for a in (xk, yk, zk)], np.float32).T
     cloud = None
     if stride > 0:
-        cloud = pts[((us + dx0) % stride == 0) & ((vs + dy0) % stride == 0)]
-    return position, lo, hi, vs.size, cloud
+        on_grid = np.zeros((h, w), bool)
+        on_grid[(-dy0) % stride::stride, (-dx0) % stride::stride] = True
+        sel = on_grid[keep]
+        cloud = np.stack([xk[sel], yk[sel], zk[sel]], axis=1)
+    return position, lo, hi, n, cloud
 
 
 def extract_instances_3d(crops: Iterable[tuple[int, int, np.ndarray]], image_hw: tuple[int, int],
