@@ -34,8 +34,9 @@ import numpy as np
 __all__ = ["DEPTH_ENCODINGS", "DepthError", "PinholeCamera", "Extract3DConfig", "Instances3D",
            "depth_to_metres", "depth_grid_for", "extract_instances_3d"]
 
-# encoding -> metres per stored unit (16-bit depth is millimetres by ROS convention, REP 118)
-DEPTH_ENCODINGS = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
+# encoding -> (stored dtype, metres per stored unit): 16-bit depth is millimetres, float depth is
+# metres (REP 118)
+DEPTH_ENCODINGS = {"16UC1": (np.uint16, 0.001), "mono16": (np.uint16, 0.001), "32FC1": (np.float32, 1.0)}
 
 
 class DepthError(ValueError):
@@ -151,10 +152,10 @@ def depth_to_metres(depth: np.ndarray, encoding: str, cfg: Optional[Extract3DCon
     if encoding not in DEPTH_ENCODINGS:
         raise DepthError(f"unsupported depth encoding {encoding!r} (supported: "
                          f"{', '.join(sorted(DEPTH_ENCODINGS))}: uint16 millimetres or float32 metres)")
-    want = np.float32 if encoding == "32FC1" else np.uint16
+    want, unit = DEPTH_ENCODINGS[encoding]
     if depth.ndim != 2 or depth.dtype != want:
         raise DepthError(f"depth {encoding} must be (H, W) {np.dtype(want)}, got {depth.shape} {depth.dtype}")
-    z = depth.astype(np.float32) * np.float32(DEPTH_ENCODINGS[encoding])
+    z = depth.astype(np.float32) * np.float32(unit)
     with np.errstate(invalid="ignore"):
         z[~((z >= cfg.min_depth_m) & (z <= cfg.max_depth_m))] = np.nan  # NaN compares False: dropped
     return z
