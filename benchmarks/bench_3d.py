@@ -6,8 +6,8 @@ crops taken from bit-packed Instances, and optionally the decimated point cloud.
     . scripts/activate.sh && python benchmarks/bench_3d.py [--instances 20] [--repeat 50]
 
 The machine is shared and noisy: quote min and median of the repeats; the table gives wall time and
-this process's CPU time per call (single-threaded numpy/OpenCV code, so CPU time = its cost). Target (issue 14): <= 10 ms
-for 20 instances at 640x480.
+this process's CPU time per call (single-threaded numpy/OpenCV code, so CPU time = its cost).
+Target (issue 14): <= 10 ms for 20 instances at 640x480.
 """
 from __future__ import annotations
 
