@@ -37,6 +37,7 @@ def _camera_info():
 
 
 def test_plane_at_one_metre_through_the_node(ros_process, ros_probe):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
     from visualization_msgs.msg import Marker, MarkerArray
 
@@ -50,6 +51,9 @@ def test_plane_at_one_metre_through_the_node(ros_process, ros_probe):
     ros_probe.create_subscription(Instance3DArray, "/mobilesam/instances_3d", got["3d"].append, 10)
     ros_probe.create_subscription(PointCloud2, "/mobilesam/points", got["points"].append, 10)
     ros_probe.create_subscription(MarkerArray, "/mobilesam/markers", got["markers"].append, 10)
+    diags = []
+    ros_probe.create_subscription(DiagnosticArray, "/diagnostics",
+                                  lambda m: diags.extend(s for s in m.status if s.name == "mobilesam: depth"), 10)
     pub = ros_probe.create_publisher(Image, "image", 10)
     dpub = ros_probe.create_publisher(Image, "/cam/depth", 10)
     ipub = ros_probe.create_publisher(CameraInfo, "/cam/camera_info", 10)
@@ -67,6 +71,8 @@ def test_plane_at_one_metre_through_the_node(ros_process, ros_probe):
     publish_until(pub, image_msg(rgb, 2), lambda: any(a.header.stamp.sec == 2 for a in got["2d"]), node)
     assert wait_for(lambda: "different aspect ratios" in read_log(node), 15), read_log(node)
     assert not any(a.header.stamp.sec == 2 for a in got["3d"])
+    assert wait_for(lambda: any(d.level == DiagnosticStatus.WARN and "different aspect" in d.message
+                                for d in diags), 15), [(d.level, d.message) for d in diags]
 
     # the plane at 1.0 m at half resolution: masks and K are scaled to it
     dpub.publish(_depth(3, 240, 320))
@@ -114,3 +120,13 @@ def test_plane_at_one_metre_through_the_node(ros_process, ros_probe):
     texts = [m for m in marks.markers if m.type == Marker.TEXT_VIEW_FACING]
     assert sorted(m.id for m in cubes) == sorted(m.id for m in texts) == sorted(i.id for i in arr3d.instances)
     assert sorted(t.text for t in texts) == sorted(str(i.id) for i in arr3d.instances)
+
+    def diag_value(d, key):
+        return next(int(v.value) for v in d.values if v.key == key)
+    assert wait_for(lambda: any(d.level == DiagnosticStatus.OK and diag_value(d, "frames_3d") >= 1
+                                for d in diags), 15)
+
+    # a frame with no depth near its stamp (the buffer holds stamps 2 and 3): warned, no 3D
+    publish_until(pub, image_msg(rgb, 10), lambda: any(a.header.stamp.sec == 10 for a in got["2d"]), node)
+    assert wait_for(lambda: "no depth image within 0.050 s of stamp 10" in read_log(node), 15), read_log(node)
+    assert not any(a.header.stamp.sec == 10 for a in got["3d"])
