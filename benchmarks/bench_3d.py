@@ -58,11 +58,36 @@ def timed_cpu(fn, repeat: int) -> list[float]:
     return out
 
 
+def accuracy() -> list[dict]:
+    """Worst position / extent error (mm) per object of the analytic scene of
+    test/core/test_geometry3d.py (two boxes, two spheres, tilted wall; truth from exact geometry),
+    per encoding and degradation."""
+    sys.path.insert(0, str(ROOT / "test" / "core"))
+    import test_geometry3d as T
+
+    conds = [("clean", {}), ("noise 2mm*z^2", dict(noise=True)), ("holes 20%", dict(holes=True)),
+             ("bleed 3px", dict(bleed=T.BLEED_PX)),
+             ("noise+holes+bleed", dict(noise=True, holes=True, bleed=T.BLEED_PX)),
+             ("all, depth 320x240", dict(noise=True, holes=True, bleed=T.BLEED_PX, depth_hw=(240, 320)))]
+    rows = []
+    for enc in ("16UC1", "32FC1"):
+        for name, kw in conds:
+            res, pos, box = T.run(T.OBJECTS, enc, **kw)
+            row = {"encoding": enc, "condition": name}
+            for k, obj in enumerate(["box_on_axis", "box_off_axis", "sphere_r8cm", "sphere_r10cm"]):
+                row[f"{obj}_pos_mm"] = 1e3 * float(np.abs(res.position[k] - pos[k]).max())
+                row[f"{obj}_size_mm"] = 1e3 * float(np.abs(res.size[k] - (box[k][1] - box[k][0])).max())
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--instances", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--json", default=str(ROOT / "out" / "bench_3d.json"))
+    ap.add_argument("--accuracy", action="store_true", help="also print the errors on the analytic "
+                    "test scenes (needs the test/ folder)")
     args = ap.parse_args()
 
     from mobilesam_ros.core.geometry3d import Extract3DConfig, PinholeCamera, depth_to_metres, extract_instances_3d
@@ -91,8 +116,14 @@ def main() -> None:
                        ("valid", "valid", ""), ("cloud_points", "cloud pts", ""),
                        ("min_ms", "min ms", "{:.2f}"), ("median_ms", "median ms", "{:.2f}"),
                        ("cpu_min_ms", "cpu min ms", "{:.2f}"), ("cpu_median_ms", "cpu median ms", "{:.2f}")])
+    acc = accuracy() if args.accuracy else []
+    if acc:
+        print("\nworst |error| per axis, mm (position / extent); bar: 10 / 20")
+        keys = [k for k in acc[0] if k.endswith("_mm")]
+        print_table(acc, [("encoding", "depth", ""), ("condition", "condition", "")] +
+                    [(k, k.replace("_mm", "").replace("sphere_", "sph_"), "{:.1f}") for k in keys])
     write_json(args.json, {"benchmark": "bench_3d", "target_ms": 10.0, "loadavg_1min": os.getloadavg()[0],
-                           "results": rows})
+                           "results": rows, "accuracy": acc})
 
 
 if __name__ == "__main__":
