@@ -220,7 +220,9 @@ def _order_stats(a: np.ndarray, percents: tuple) -> list:
 
 def _one_instance(crop: np.ndarray, dx0: int, dy0: int, depth_m: np.ndarray, cam: PinholeCamera,
                   cfg: Extract3DConfig, kernel: Optional[np.ndarray], stride: int):
-    """Gated (M, 3) points of one mask crop, its position, its box; None when too few points."""
+    """One mask crop (h, w) bool at (dx0, dy0) in the depth image -> (position (3,), box min (3,),
+    box max (3,), number of gated points, decimated (K, 3) points or None), optical frame, metres;
+    None when fewer than cfg.min_points depths are usable."""
     h, w = crop.shape
     z = depth_m[dy0:dy0 + h, dx0:dx0 + w]
     # BORDER_CONSTANT 0: the crop is the mask's tight box, so its border is the mask's edge

@@ -147,6 +147,17 @@ def test_point_cloud_decimation_and_owners():
     assert abs(len(dec.points) * 16 - len(full.points)) < 0.05 * len(full.points)
 
 
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1"])
+def test_thin_object_that_erosion_removes_falls_back_to_the_whole_mask(encoding):
+    """A rod 8 mm wide at 1 m (~4 px) has no pixel left after the 2-px erosion: the whole mask is
+    used, so it still gets a position: the rod's front face centre (0.1, 0, 1.0), and its extents."""
+    rod = Box((0.096, -0.15, 1.0), (0.104, 0.15, 1.02))
+    res, pos, box = run([rod], encoding, noise=True, holes=True)
+    assert res.valid[0]
+    np.testing.assert_allclose(res.position[0], [0.1, 0.0, 1.0], atol=POS_TOL)
+    check(res, pos, box)
+
+
 def test_too_few_points_is_invalid_not_an_error():
     depth, label = S.render([Plane((0, 0, 1), 1.0)])
     z = depth_to_metres(encode(depth, "32FC1"), "32FC1")
