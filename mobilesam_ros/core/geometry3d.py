@@ -252,11 +252,10 @@ def _one_instance(crop: np.ndarray, dx0: int, dy0: int, depth_m: np.ndarray, cam
     p = cfg.box_percentile
     lo, hi = np.array([_order_stats(a, (p, 100.0 - p)) for a in (xk, yk, zk)], np.float32).T
     cloud = None
-    if stride > 0:
-        on_grid = np.zeros((h, w), bool)
-        on_grid[(-dy0) % stride::stride, (-dx0) % stride::stride] = True
-        sel = on_grid[keep]
-        cloud = np.stack([xk[sel], yk[sel], zk[sel]], axis=1)
+    if stride > 0:  # the crop's pixels on the global every-stride-th row/column grid only
+        gy, gx = slice((-dy0) % stride, None, stride), slice((-dx0) % stride, None, stride)
+        k, zg = keep[gy, gx], z[gy, gx]
+        cloud = np.stack([(fx[:, gx] * zg)[k], (fy[gy] * zg)[k], zg[k]], axis=1)
     return position, lo, hi, n, cloud
 
 
