@@ -67,6 +67,8 @@ class Depth3D:
                 "instances_3d": node.create_lifecycle_publisher(Instance3DArray, "~/instances_3d", 10),
                 "points": node.create_lifecycle_publisher(PointCloud2, "~/points", 10),
                 "markers": node.create_lifecycle_publisher(MarkerArray, "~/markers", 10)}
+            node.get_logger().info(f"3D on: depth from {node.resolve_topic_name('depth')}, intrinsics "
+                                   f"from {node.resolve_topic_name('camera_info')}")
 
     def subscriptions(self, qos) -> list:
         if not self.enabled:
