@@ -25,7 +25,8 @@ def _depth(sec, h, w, encoding="16UC1", value=1000):
 
     if encoding == "rgb8":
         return array_to_image_msg(np.zeros((h, w, 3), np.uint8), "rgb8", _header(sec))
-    return array_to_image_msg(np.full((h, w), value, np.uint16), encoding, _header(sec))
+    dtype = np.float32 if encoding == "32FC1" else np.uint16
+    return array_to_image_msg(np.full((h, w), value, dtype), encoding, _header(sec))
 
 
 def _camera_info():
@@ -131,3 +132,14 @@ def test_plane_at_one_metre_through_the_node(ros_process, ros_probe):
     publish_until(pub, image_msg(rgb, 10), lambda: any(a.header.stamp.sec == 10 for a in got["2d"]), node)
     assert wait_for(lambda: "no depth image within 0.050 s of stamp 10" in read_log(node), 15), read_log(node)
     assert not any(a.header.stamp.sec == 10 for a in got["3d"])
+
+    # 32FC1 that holds millimetres (1000.0): nothing lies in [min_m, max_m], the documented warning,
+    # an empty Instance3DArray, and DELETE markers for the instances shown at stamp 3
+    dpub.publish(_depth(11, 240, 320, "32FC1", 1000.0))
+    publish_until(pub, image_msg(rgb, 11), lambda: any(a.header.stamp.sec == 11 for a in got["3d"]), node)
+    assert wait_for(lambda: "or wrong units" in read_log(node), 15), read_log(node)
+    assert next(a for a in got["3d"] if a.header.stamp.sec == 11).instances == []
+    assert wait_for(lambda: any(a.markers and a.markers[0].header.stamp.sec == 11 for a in got["markers"]), 15)
+    gone = next(a for a in got["markers"] if a.markers and a.markers[0].header.stamp.sec == 11)
+    assert all(m.action == Marker.DELETE for m in gone.markers)
+    assert sorted(m.id for m in gone.markers) == sorted(2 * [i.id for i in arr3d.instances])
