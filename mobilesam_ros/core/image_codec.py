@@ -31,12 +31,15 @@ class UnsupportedImageEncodingError(ImageMessageError):
     """
 
 
-def image_msg_to_array(msg) -> np.ndarray:
-    """sensor_msgs/Image -> (H, W, C) or (H, W) array in the message's own channel order."""
-    if msg.encoding not in _ENCODINGS:
+def image_msg_to_array(msg, encodings: dict | None = None) -> np.ndarray:
+    """sensor_msgs/Image -> (H, W, C) or (H, W) array in the message's own channel order.
+
+    `encodings` (default: the camera encodings) maps encoding -> (dtype, channels)."""
+    table = _ENCODINGS if encodings is None else encodings
+    if msg.encoding not in table:
         raise UnsupportedImageEncodingError(
-            f"unsupported encoding {msg.encoding!r} (supported: {', '.join(sorted(_ENCODINGS))})")
-    dtype, ch = _ENCODINGS[msg.encoding]
+            f"unsupported encoding {msg.encoding!r} (supported: {', '.join(sorted(table))})")
+    dtype, ch = table[msg.encoding]
     h, w = int(msg.height), int(msg.width)
     if h == 0 or w == 0:
         raise ImageMessageError(f"empty image ({w}x{h})")

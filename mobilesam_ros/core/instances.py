@@ -164,6 +164,9 @@ class Instances:
         box, whose top-left pixel is (x0, y0) in original-image px (the ROI of a mono8 crop
         message). An empty mask yields (0, 0, a (0, 0) array)."""
         for i in range(len(self)):
+            if self.packed:
+                yield self._packed_crop(i)
+                continue
             m = self.mask(i)
             rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
             if rows.size == 0:
@@ -171,6 +174,20 @@ class Instances:
                 continue
             y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
             yield int(x0), int(y0), m[y0:y1, x0:x1]
+
+    def _packed_crop(self, i: int) -> tuple[int, int, np.ndarray]:
+        """crops() of a packed mask without unpacking the whole image: rows from the packed bytes,
+        columns from the OR of the box's rows, then only the box is unpacked (8x less work)."""
+        p = self.masks[i]
+        rows = np.flatnonzero(p.any(axis=1))
+        if rows.size == 0:
+            return 0, 0, np.zeros((0, 0), bool)
+        y0, y1 = int(rows[0]), int(rows[-1]) + 1
+        cols = np.flatnonzero(np.unpackbits(np.bitwise_or.reduce(p[y0:y1], axis=0), count=self.image_hw[1]))
+        x0, x1 = int(cols[0]), int(cols[-1]) + 1
+        b0 = x0 // 8
+        crop = np.unpackbits(p[y0:y1, b0:(x1 + 7) // 8], axis=1)[:, x0 - 8 * b0:x1 - 8 * b0]
+        return x0, y0, crop.astype(bool)
 
     def to_label_image(self, dtype=np.uint16) -> np.ndarray:
         """(H, W) label image: 0 = background, i + 1 = instance i in the current order.

@@ -9,6 +9,7 @@ Topics (relative names: remap them):
   in   prompt (mobilesam_ros/Prompt), clicked_point (geometry_msgs/PointStamped: x, y = pixel)
   out  ~/instances (mobilesam_ros/InstanceMaskArray), ~/label_image (mono16), ~/overlay (rgb8,
        only rendered while someone subscribes), /diagnostics (diagnostic_msgs/DiagnosticArray, 1 Hz)
+  3D   depth + camera_info in -> ~/instances_3d, ~/points, ~/markers out: see ros/depth3d.py
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from mobilesam_ros.msg import InstanceMaskArray, Prompt
 from mobilesam_ros.ros import params as P
 from mobilesam_ros.core.image_codec import ImageMessageError, compressed_msg_to_rgb, image_msg_to_rgb
 from mobilesam_ros.ros.conversions import array_to_image_msg
+from mobilesam_ros.ros.depth3d import Depth3D
 from mobilesam_ros.ros.messages import instances_to_msg, label_image, overlay_image
 from mobilesam_ros.ros.prompt_conversions import click_to_prompts, prompt_msg_to_prompts
 from mobilesam_ros.ros.worker import LatestFrameWorker
@@ -86,6 +88,8 @@ class MobileSamNode(LifecycleNode):
             "overlay": self.create_lifecycle_publisher(Image, "~/overlay", 10),
         }
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._depth3d = Depth3D(self, self._warn)  # 3D outputs; creates nothing while 3D is off
+        self._pubs.update(self._depth3d.publishers)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -95,7 +99,7 @@ class MobileSamNode(LifecycleNode):
         self._subs = [
             self.create_subscription(Image, "image", self._on_image, qos),
             self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, qos),
-        ]
+        ] + self._depth3d.subscriptions(qos)
         if self.get_parameter("mode").value in ("segany", "both"):
             self._subs += [self.create_subscription(Prompt, "prompt", self._on_prompt, 10),
                            self.create_subscription(PointStamped, "clicked_point", self._on_click, 10)]
@@ -247,6 +251,7 @@ class MobileSamNode(LifecycleNode):
         if self._pubs["overlay"].get_subscription_count() > 0 and rgb is not None:
             over = overlay_image(rgb, inst, labels, ids, self.get_parameter("overlay.alpha").value)
             self._pubs["overlay"].publish(array_to_image_msg(over, "rgb8", header))
+        self._depth3d.publish(inst, header, ids)
 
     def _publish_diagnostics(self) -> None:
         w = self._worker
@@ -265,7 +270,8 @@ class MobileSamNode(LifecycleNode):
             ("prompts_dropped", s.prompts_dropped), ("errors", s.errors),
             ("latency_last_s", f"{s.last_latency_s:.4f}"), ("latency_median_s", f"{med:.4f}"),
             ("cached_frames", len(self._headers)))]
-        self._diag_pub.publish(DiagnosticArray(header=self._diag_header(), status=[status]))
+        self._diag_pub.publish(DiagnosticArray(header=self._diag_header(),
+                                               status=[status] + self._depth3d.diagnostic_status()))
 
     def _diag_header(self):
         from std_msgs.msg import Header

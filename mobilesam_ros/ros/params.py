@@ -11,6 +11,8 @@ from typing import Any, Optional
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
+from mobilesam_ros.core.geometry3d import Extract3DConfig
+
 
 @dataclass(frozen=True)
 class Param:
@@ -82,6 +84,37 @@ PARAMS: tuple[Param, ...] = (
     Param("overlay.alpha", 0.5, "mask opacity in the overlay image", range=(0.0, 1.0)),
     Param("autostart", False, "configure and activate the lifecycle node by itself at start-up "
           "(for use without a lifecycle manager)", read_only=True),
+)
+# Instances in 3D (ros/depth3d.py, core/geometry3d.py): on with depth.enabled or a remapped `depth`;
+# the extraction defaults are core.geometry3d.Extract3DConfig's
+_E3D = Extract3DConfig()
+PARAMS += (
+    Param("depth.enabled", False, "compute instances in 3D from `depth` (registered to the colour "
+          "camera) and `camera_info`; 3D is also on whenever `depth` is remapped", read_only=True),
+    Param("depth.stamp_tolerance", 0.05, "a segmented frame uses the buffered depth image nearest to "
+          "its stamp within this many seconds", range=(0.0, 3600.0)),
+    Param("depth.buffer_size", 30, "depth images kept by stamp for the frame being segmented; must "
+          "span the segmentation latency (30 = 1 s at 30 Hz)", read_only=True, range=(1, 1000)),
+    Param("depth.erode_px", _E3D.erode_px, "mask-edge pixels (colour resolution) left out of the "
+          "position and of the depth range estimate: masks bleed and depth has flying pixels there",
+          range=(0, 50)),
+    Param("depth.gap_m", _E3D.gap_m, "depths separated by a jump larger than this (metres) from the "
+          "depth cluster around an instance's median depth are outliers", range=(0.001, 10.0)),
+    Param("depth.edge_margin_m", _E3D.edge_margin_m, "mask pixels within this distance (metres) of "
+          "the instance's depth range count too (the rim continuing the surface)", range=(0.0, 10.0)),
+    Param("depth.box_percentile", _E3D.box_percentile, "the 3D box spans the [p, 100-p] percentiles "
+          "of the points per axis (0 = min/max)", range=(0.0, 49.0)),
+    Param("depth.min_points", _E3D.min_points, "instances with fewer valid depth points get no 3D "
+          "result", range=(1, 1 << 30)),
+    Param("depth.min_m", _E3D.min_depth_m, "depths below this (metres) are invalid",
+          range=(0.0, 1000.0)),
+    Param("depth.max_m", _E3D.max_depth_m, "depths above this (metres) are invalid; also catches "
+          "32FC1 depth that holds millimetres", range=(0.0, 1000.0)),
+    Param("depth.aspect_tolerance", _E3D.aspect_tolerance, "depth whose width/height aspect differs "
+          "from the colour image's (or CameraInfo's) by more than this fraction is refused; same "
+          "aspect, other size: masks and K are scaled", range=(0.0, 1.0)),
+    Param("depth.points_stride", 2, "~/points keeps the points on every Nth depth row and column "
+          "(decimation; only computed while ~/points has subscribers)", range=(1, 64)),
 )
 _BY_NAME = {p.name: p for p in PARAMS}
 

@@ -237,3 +237,18 @@ def test_pack_unpack_round_trip_against_golden():
         assert (xa, ya) == (xb, yb) and np.array_equal(ca, cb)
     with pytest.raises(ValueError, match="width"):
         unpack_masks(packed[:, 0], 700)
+
+
+def test_packed_crops_equal_dense_crops_random_and_empty():
+    """crops() of packed masks (box found on the packed bytes, only the box unpacked) equals the
+    dense path, for boxes at every bit offset, touching both image edges, and for empty masks."""
+    rng = np.random.default_rng(3)
+    masks = np.zeros((12, 37, 53), bool)
+    for k in range(10):
+        x0, y0 = rng.integers(0, 50), rng.integers(0, 34)
+        masks[k, y0:y0 + rng.integers(1, 20), x0:x0 + rng.integers(1, 30)] = rng.random() > 0.0
+        masks[k] &= rng.random(masks[k].shape) > 0.3
+    masks[10, :, 0] = masks[10, 0, :] = masks[10, -1, -1] = True    # image edges; masks[11] empty
+    inst = Instances.from_masks(masks, np.ones(12, np.float32))
+    for (xa, ya, ca), (xb, yb, cb) in zip(inst.pack_bits().crops(), inst.crops()):
+        assert (xa, ya) == (xb, yb) and ca.dtype == cb.dtype == bool and np.array_equal(ca, cb)
