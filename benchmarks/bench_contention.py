@@ -216,6 +216,8 @@ def main() -> int:
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
     ap.add_argument("--compare-library-policy", action="store_true",
                     help="also measure under the libraries' own defaults (spinning OpenMP and ONNX Runtime)")
+    ap.add_argument("--library-conditions", default="quiet,2 torch neighbours",
+                    help="conditions measured under the libraries' defaults (default: %(default)s)")
     ap.add_argument("--json", default="out/bench_contention.json")
     args = ap.parse_args()
     if args.single:
@@ -227,6 +229,8 @@ def main() -> int:
     for workload in args.workloads.split(","):
         for condition in args.conditions.split(","):
             for policy in policies:
+                if policy == "library" and condition not in args.library_conditions.split(","):
+                    continue
                 for backend in args.backends.split(","):  # alternate backends inside each condition
                     r = measure(workload, backend, policy, condition, args.repeat)
                     rows.append(r)

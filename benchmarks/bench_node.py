@@ -22,7 +22,7 @@ import time
 
 from common import SHARED, machine, print_table, timed, write_json
 
-CKPT = str(SHARED / "fixtures" / "mobile_sam_seed1.pt")
+CKPT = str(SHARED / "fixtures" / "mobile_sam_seed2.pt")
 DET = str(SHARED / "data" / "models" / "yolov8n_int8.onnx")
 
 
@@ -65,7 +65,7 @@ def overhead(size, repeat: int) -> dict:
             "overhead_pct": 100 * (r_in["median_s"] + r_out["median_s"]) / r_model["median_s"]}
 
 
-def bounded_latency(seconds: float, hz: float) -> dict:
+def bounded_latency(seconds: float, hz: float, backend: str) -> dict:
     import rclpy
     from builtin_interfaces.msg import Time
     from sensor_msgs.msg import Image
@@ -82,7 +82,8 @@ def bounded_latency(seconds: float, hz: float) -> dict:
     env = {**os.environ, "ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", "87"),
            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     node = subprocess.Popen([sys.executable, exe, "--ros-args", "-p", f"model.checkpoint:={CKPT}", "-p",
-                             f"detector.model:={DET}", "-p", "autostart:=true", "-p", "image.reliable:=true"],
+                             f"detector.model:={DET}", "-p", "autostart:=true", "-p", "image.reliable:=true",
+                             "-p", f"model.backend:={backend}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.environ.update(env)
     rclpy.init()
@@ -117,7 +118,8 @@ def bounded_latency(seconds: float, hz: float) -> dict:
         node.wait(10)
     lats = [t - sent[s] for s, t in lat if s in sent]
     half = len(lats) // 2
-    return {"input_hz": hz, "seconds": seconds, "frames_sent": len(sent), "frames_answered": len(lats),
+    return {"backend": backend, "input_hz": hz, "seconds": seconds, "frames_sent": len(sent),
+            "frames_answered": len(lats), "answered_per_s": len(lats) / seconds,
             "frames_dropped": len(sent) - len(lats),
             "latency_median_first_half_s": statistics.median(lats[:half]) if half else None,
             "latency_median_second_half_s": statistics.median(lats[half:]) if lats else None,
@@ -128,20 +130,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=30.0, help="duration of the 30 Hz stream")
+    ap.add_argument("--backends", default="auto,torch", help="node backends for the 30 Hz stream")
+    ap.add_argument("--skip-overhead", action="store_true", help="only the 30 Hz streams")
     ap.add_argument("--json", default="out/bench_node.json")
     args = ap.parse_args()
-    import torch
+    from mobilesam_ros.core.cpu_policy import CpuPolicy, apply_process_policy
 
-    torch.set_num_threads(2)
-    rows = [overhead(s, args.repeat) for s in ((640, 480), (1280, 720))]
+    apply_process_policy(CpuPolicy(threads=2))  # the node's own policy
+    rows = [] if args.skip_overhead else [overhead(s, args.repeat) for s in ((640, 480), (1280, 720))]
     print_table(rows, [("size", "image", ""), ("msg_to_array_ms", "msg->array ms", "{:.1f}"),
                        ("model_s", "model s", "{:.2f}"), ("array_to_msgs_ms", "array->msgs ms", "{:.1f}"),
                        ("instances", "instances", "{}"), ("overhead_pct", "overhead %", "{:.1f}")])
-    lat = bounded_latency(args.seconds, 30.0)
-    print("\n30 Hz input into the node process:")
-    for k, v in lat.items():
-        print(f"  {k}: {v:.3f}" if isinstance(v, float) else f"  {k}: {v}")
-    write_json(args.json, {"machine": machine(), "overhead": rows, "latency_30hz": lat})
+    lats = []
+    for backend in args.backends.split(","):
+        lat = bounded_latency(args.seconds, 30.0, backend)
+        lats.append(lat)
+        print(f"\n30 Hz input into the node process, backend {backend}:")
+        for k, v in lat.items():
+            print(f"  {k}: {v:.3f}" if isinstance(v, float) else f"  {k}: {v}")
+    write_json(args.json, {"machine": machine(), "overhead": rows, "latency_30hz": lats})
     return 0
 
 
