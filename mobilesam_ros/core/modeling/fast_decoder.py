@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from .common import layer_norm_fp32, softmax_fp32
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .transformer import Attention
@@ -126,7 +127,7 @@ def _token_to_image_shared(attn: Attention, q_in: Tensor, k_t: Tensor, v: Tensor
     q_in (B, T, C) tokens + PE; k_t (H, c, N) scaled keys; v (H, N, c) -> update (B, T, C).
     """
     q = _heads(attn.q_proj(q_in), attn.num_heads)  # (H, B*T, c)
-    s = torch.softmax(q @ k_t, dim=-1)  # (H, B*T, N)
+    s = softmax_fp32(q @ k_t, dim=-1)  # (H, B*T, N)
     return attn.out_proj(_merge_heads(s @ v, q_in.shape[0]))
 
 
@@ -141,7 +142,7 @@ def _token_to_image_folded(attn: Attention, q_in: Tensor, kp: Tensor, keys: Tens
     q = _heads(attn.q_proj(q_in), h)  # (H, B*T, c)
     q_fold = (q @ attn.k_proj.weight.view(h, c, cdim)).mul_(1.0 / math.sqrt(c))  # (H, B*T, C)
     # the key bias adds one constant per softmax row (a token): it cancels
-    s = torch.softmax(_to_prompt_major(q_fold, bsz) @ kp.transpose(1, 2), dim=-1)  # (B, H*T, N)
+    s = softmax_fp32(_to_prompt_major(q_fold, bsz) @ kp.transpose(1, 2), dim=-1)  # (B, H*T, N)
     pooled = (s @ keys).view(bsz, h, t, cdim).transpose(0, 1).reshape(h, bsz * t, cdim)  # before v_proj
     out = torch.baddbmm(attn.v_proj.bias.view(h, 1, c), pooled, attn.v_proj.weight.view(h, c, cdim).transpose(1, 2))
     return attn.out_proj(_merge_heads(out, bsz))
@@ -170,7 +171,7 @@ def _image_to_token_shared(attn: Attention, q0_t: Tensor, k_in: Tensor, v_in: Te
     bsz, t, cdim = k_in.shape
     k = _heads(attn.k_proj(k_in), h)  # (H, B*T, c)
     s = k @ q0_t  # (H, B*T, N): tokens on the middle axis, so the softmax over them is not innermost
-    s = s.view(h, bsz, t, -1).softmax(dim=2)
+    s = softmax_fp32(s.view(h, bsz, t, -1), dim=2)
     s = _to_prompt_major(s.view(h, bsz * t, -1), bsz)  # (B, H*T, N)
     return s, _token_values_projected(attn, v_in)
 
@@ -190,7 +191,7 @@ def _image_to_token_folded(attn: Attention, kp: Tensor, k_in: Tensor, v_in: Tens
     # the query bias gives one score offset per token; the softmax runs over tokens, so it stays
     k_bias = _to_prompt_major((k @ attn.q_proj.bias.view(h, c, 1)).mul_(scale), bsz)  # (B, H*T, 1)
     s = torch.baddbmm(k_bias, k_fold, kp.transpose(1, 2))  # (B, H*T, N)
-    s = s.view(bsz, h, t, -1).softmax(dim=2).view(bsz, h * t, -1)
+    s = softmax_fp32(s.view(bsz, h, t, -1), dim=2).view(bsz, h * t, -1)
     return s, _token_values_projected(attn, v_in)
 
 
@@ -255,8 +256,10 @@ class FastMaskDecoder:
         k0 = _scaled_heads_t(t2i.k_proj(xp), t2i.num_heads)
         q0 = _scaled_heads_t(i2t.q_proj(xp), i2t.num_heads)
         v0 = t2i.v_proj(x0).view(-1, t2i.num_heads, t2i.internal_dim // t2i.num_heads).transpose(0, 1).contiguous()
-        # fp16/bf16 would lose the cancelling mean terms of rewrite 5: those take the direct path
-        z = x0 @ self.up_m[0] if self.lowrank_upscale and x0.element_size() >= 4 else None
+        # fp16/bf16 (weights or autocast) would lose the cancelling mean terms of rewrite 5: those
+        # take the direct path
+        low_precision = x0.element_size() < 4 or torch.is_autocast_enabled(x0.device.type)
+        z = x0 @ self.up_m[0] if self.lowrank_upscale and not low_precision else None
         return FrameContext(src=src, x0=x0, k0=k0, v0=v0, q0=q0, z=z, grid=(gh, gw))
 
     def _conv1_lowrank(self, ctx: FrameContext, terms: list) -> Tensor:
@@ -284,7 +287,7 @@ class FastMaskDecoder:
         GELU -> (M*16, C/8), rows ordered (pixel, dy, dx, ey, ex): (4y+2dy+ey, 4x+2dx+ex) for pixel (y, x)."""
         c1, c2 = self.up_channels
         y = y.reshape(-1, c1)
-        y = F.gelu(F.layer_norm(y, (c1,), self.ln_up.weight, self.ln_up.bias, self.ln_up.eps))
+        y = F.gelu(layer_norm_fp32(y, (c1,), self.ln_up.weight, self.ln_up.bias, self.ln_up.eps))
         z = F.gelu(torch.addmm(self.b_up2, y, self.w_up2))
         return z.view(-1, c2)
 
