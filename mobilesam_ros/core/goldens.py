@@ -43,6 +43,10 @@ TOLERANCES: dict[str, Tolerances] = {
     "fp32": Tolerances(emb_max=1e-3, emb_mean=1e-5, logits=5e-3, iou=1e-3, mask_agree=0.999),
     "bf16": Tolerances(emb_max=0.3, emb_mean=0.035, logits=1.0, iou=0.01, mask_agree=0.97),
     "fp16": Tolerances(emb_max=0.04, emb_mean=0.005, logits=0.15, iou=1e-3, mask_agree=0.994),
+    # ONNX Runtime dynamic-int8 encoder (backends/export.py quantize_encoder) + fp32 decoder, measured:
+    # embedding max 0.41 / mean 0.044 (5.7% relative); logits 1.13; IoU 3.1e-3; agreement 95.4%.
+    # A loose bound (about 2x the error, 2x the disagreeing pixels): a regression guard, not a promise.
+    "int8": Tolerances(emb_max=1.0, emb_mean=0.1, logits=2.5, iou=0.01, mask_agree=0.9),
 }
 
 
