@@ -20,12 +20,12 @@ Prints a table, writes JSON (default out/gpu_check_<device>.json); exit status 1
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from common import ROOT, SHARED, machine, peak_rss_mb, print_table, write_json
 
@@ -61,7 +61,24 @@ def timed_ms(fn: Callable[[], object], repeat: int, warmup: int, cuda: bool) -> 
     return {"min_ms": min(ts), "median_ms": statistics.median(ts), "runs": len(ts)}
 
 
-def check_precision(sam, golden: dict, device: str, precision: str, compile_mode: str,
+@contextlib.contextmanager
+def compiled_encoder(sam, mode: str) -> Iterator[str]:
+    """sam's image encoder under torch.compile(mode) inside the block (restored after); yields the
+    row label suffix."""
+    if mode == "off":
+        yield ""
+        return
+    import torch
+
+    encoder = sam.image_encoder
+    sam.image_encoder = torch.compile(encoder, mode=mode)
+    try:
+        yield f"+compile({mode})"
+    finally:
+        sam.image_encoder = encoder
+
+
+def check_precision(sam, golden: dict, device: str, precision: str, label: str,
                     repeat: int, warmup: int, n_boxes: int) -> dict:
     """Goldens + timings + peak memory of one precision -> one result row."""
     import torch
@@ -76,11 +93,7 @@ def check_precision(sam, golden: dict, device: str, precision: str, compile_mode
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     be = TorchBackend(sam, device=device, precision=precision)
-    label = precision
-    if compile_mode != "off":
-        be.sam.image_encoder = torch.compile(be.sam.image_encoder, mode=compile_mode)
-        label += f"+compile({compile_mode})"
-    row: dict = {"precision": label}
+    row: dict = {"precision": precision + label}
     size = tuple(int(v) for v in golden["original_size"])
     x = golden["preprocessed"]
 
@@ -148,10 +161,11 @@ def main(argv=None) -> int:
     sam = load_mobile_sam(fixtures / "mobile_sam_seed2.pt")
     rows = []
     for prec in precisions:
-        rows.append(check_precision(sam, golden, args.device, prec, "off", repeat, warmup, n_boxes))
+        rows.append(check_precision(sam, golden, args.device, prec, "", repeat, warmup, n_boxes))
         if args.compile != "off":
             try:
-                rows.append(check_precision(sam, golden, args.device, prec, args.compile, repeat, warmup, n_boxes))
+                with compiled_encoder(sam, args.compile) as label:
+                    rows.append(check_precision(sam, golden, args.device, prec, label, repeat, warmup, n_boxes))
             except Exception as exc:  # a compiler problem is reported, not a golden failure
                 rows.append({"precision": f"{prec}+compile({args.compile})", "golden": "n/a",
                              "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})

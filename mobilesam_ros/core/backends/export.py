@@ -7,6 +7,20 @@ decoder.onnx:  image_embeddings (1, 256, 64, 64), point_coords (B, N, 2) float32
                -> low_res_masks (B, 4, 256, 256), iou_predictions (B, 4)
 B (prompts) and N (tokens) are dynamic. The decoder graph is the exact fast decoder (one embedding
 shared by all B prompts, no per-prompt copy); upsampling to the image size stays outside the graph.
+encoder_int8.onnx (optional, `quantize_encoder`): encoder.onnx with dynamic int8 MatMuls.
+
+TensorRT. Opset 17: every LayerNorm, SAM's LayerNorm2d included, is one LayerNormalization node
+(the encoder has no ReduceMean/Pow/Sqrt left). The encoder is fully static (1x3x1024x1024); its
+only shape ops are the constant pads of TinyViT's windows. In the decoder, channel, head and
+image-token sizes are frozen constants (modeling/fast_decoder.py), so the remaining int64 shape
+arithmetic only reads B and N (37 Shape nodes, down from 117; 801 nodes, down from 1343).
+Decoder optimisation profile (trtexec syntax; image_embeddings is always 1x256x64x64):
+  --minShapes=point_coords:1x2x2,point_labels:1x2,mask_input:1x1x256x256,has_mask_input:1
+  --optShapes=point_coords:32x2x2,point_labels:32x2,mask_input:32x1x256x256,has_mask_input:32
+  --maxShapes=point_coords:32x16x2,point_labels:32x16,mask_input:32x1x256x256,has_mask_input:32
+N >= 2 always: a box is 2 corner tokens, point-only prompts carry SAM's padding token; opt N = 2 is
+the box-only layout of SegEvery. B <= 32 is SamPredictor's default decode_chunk (prompts per call);
+N = 16 allows a box with 14 points. A larger chunk or more clicks need a larger max profile.
 """
 from __future__ import annotations
 
