@@ -7,8 +7,8 @@ Reduced precision is mixed precision by design: the weights stay fp32 and the fo
 under `torch.autocast(device, fp16|bf16)`, so convolutions and matmuls run in 16 bits while every
 LayerNorm (incl. SAM's LayerNorm2d), softmax and the prompts' positional encoding compute in fp32
 (modeling/common.py; CPU autocast would not upcast them by itself). Converting the whole model
-(`sam.half()`) instead is what makes MobileSAM's fp16 encoder wrong (MobileSAM issue #10): its
-16-bit norms are measured against the goldens in test/core/test_precision.py. TinyViT's attention
+(`sam.half()`, 16-bit norms) is the path reported to give wrong fp16 MobileSAM embeddings
+(MobileSAM issue #10); README "Precision" compares both with the goldens. TinyViT's attention
 biases are gathered from the fp32 parameter on every call (never cached at eval()), so they cannot
 go stale or keep a dtype of their own. The embedding and all outputs at this interface are fp32.
 """
