@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from ..core.cpu_policy import OMP_WAIT_POLICIES, CpuPolicy
-from ..core.factory import BACKENDS, ModelConfig
+from ..core.factory import BACKENDS, PRECISION_CHOICES, ModelConfig
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -33,7 +33,8 @@ def add_model_args(ap: argparse.ArgumentParser, need_checkpoint: bool = True) ->
     g.add_argument("--providers", default="CPUExecutionProvider",
                    help="comma-separated ONNX Runtime providers, in priority order")
     g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
-    g.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
+    g.add_argument("--precision", choices=PRECISION_CHOICES, default=ModelConfig.precision,
+                   help="backend torch compute precision (autocast; norms stay fp32) (default: %(default)s)")
     add_cpu_args(ap)
 
 
@@ -61,7 +62,7 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
     return ModelConfig(checkpoint=args.checkpoint or "", decoder_checkpoint=args.decoder_checkpoint,
                        backend=args.backend, onnx_encoder=args.onnx_encoder, onnx_decoder=args.onnx_decoder,
                        providers=tuple(p for p in args.providers.split(",") if p), device=args.device,
-                       fp16=args.fp16, onnx_cache_dir=args.onnx_cache_dir, cpu=cpu_policy(args))
+                       precision=args.precision, onnx_cache_dir=args.onnx_cache_dir, cpu=cpu_policy(args))
 
 
 def read_rgb(path: str) -> np.ndarray:

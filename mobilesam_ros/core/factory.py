@@ -10,6 +10,7 @@ from .cpu_policy import CpuPolicy
 LOG = logging.getLogger("mobilesam_ros")
 BACKENDS = ("auto", "torch", "onnx")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+PRECISION_CHOICES = ("fp32", "fp16", "bf16")  # backends/torch_backend.PRECISIONS, without importing torch
 
 
 @dataclass
@@ -22,6 +23,7 @@ class ModelConfig:
     graphs given they are exported once into the cache (backends/onnx_cache.py, under onnx_cache_dir).
     backend "auto": ONNX Runtime on CPU (graphs given or cached; torch with a warning if they cannot
     be exported), torch on a CUDA device unless `providers` names a GPU provider.
+    precision: torch backend compute precision (fp32 | fp16 | bf16; autocast with fp32 norms).
     cpu: threading of the ONNX Runtime sessions (the process-wide part is the entry point's job).
     """
 
@@ -32,7 +34,7 @@ class ModelConfig:
     onnx_decoder: str = ""
     providers: tuple = field(default_factory=lambda: ("CPUExecutionProvider",))
     device: str = "cpu"
-    fp16: bool = False
+    precision: str = "fp32"
     onnx_cache_dir: str = ""
     cpu: CpuPolicy = field(default_factory=CpuPolicy)
 
@@ -73,7 +75,7 @@ def build_backend(cfg: ModelConfig) -> Backend:
             LOG.warning("backend auto: %s; falling back to torch (slower on CPU)", exc)
     from .backends.torch_backend import TorchBackend
 
-    return TorchBackend(load_sam(cfg), device=cfg.device, fp16=cfg.fp16)
+    return TorchBackend(load_sam(cfg), device=cfg.device, precision=cfg.precision)
 
 
 def _onnx_backend(cfg: ModelConfig) -> Backend:

@@ -64,7 +64,7 @@ class PipelineConfig:
         model = ModelConfig(checkpoint=p["model.checkpoint"], decoder_checkpoint=p["model.decoder_checkpoint"],
                             backend=p["model.backend"], onnx_encoder=p["model.onnx_encoder"],
                             onnx_decoder=p["model.onnx_decoder"], providers=tuple(p["model.providers"]),
-                            device=p["model.device"], fp16=p["model.fp16"],
+                            device=p["model.device"], precision=p["model.precision"],
                             onnx_cache_dir=p["model.onnx_cache_dir"], cpu=cpu_policy_from_params(p))
         return cls(model, p["detector.model"], p["detector.conf"], p["detector.iou"],
                    p["detector.max_det"], p["segevery.grid_points_per_side"], p["segany.cache_size"])

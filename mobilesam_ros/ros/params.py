@@ -45,7 +45,10 @@ PARAMS: tuple[Param, ...] = (
           "order, e.g. [TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]",
           read_only=True),
     Param("model.device", "cpu", "torch device: cpu, cuda or cuda:N (backend torch)", read_only=True),
-    Param("model.fp16", False, "half precision on CUDA (backend torch)", read_only=True),
+    Param("model.precision", "fp32", "compute precision of backend torch: 16-bit matmuls and convolutions "
+          "under autocast, LayerNorms and softmax in fp32 (fp16 for CUDA GPUs incl. Jetson; bf16 where "
+          "supported; both are slow on CPUs without native 16-bit units)", read_only=True,
+          choices=("fp32", "fp16", "bf16")),
     Param("cpu.threads", 0, "intra-op threads of torch and of every ONNX Runtime session; 0 = the "
           "libraries' default (physical cores)", read_only=True, range=(0, 256)),
     Param("cpu.omp_wait_policy", "passive", "OpenMP wait policy, applied at the first configure "

@@ -135,3 +135,10 @@ def test_export_uses_the_loaded_checkpoint(tmp_path, monkeypatch):
     build_backend(ModelConfig(seed1, onnx_cache_dir=str(tmp_path)))
     ref = load_mobile_sam(seed1).state_dict()
     assert all((calls[0].state_dict()[k] == v).all() for k, v in ref.items())
+
+
+def test_precision_choices_are_the_torch_backends():
+    from mobilesam_ros.core.backends.torch_backend import PRECISIONS
+    from mobilesam_ros.core.factory import PRECISION_CHOICES
+
+    assert set(PRECISION_CHOICES) == set(PRECISIONS)

@@ -6,15 +6,12 @@ from conftest import shared_path
 
 from mobilesam_ros.core.backends.torch_backend import TorchBackend
 from mobilesam_ros.core.checkpoints import load_mobile_sam
+from mobilesam_ros.core.goldens import case_kwargs
+from mobilesam_ros.core.goldens import unpack_masks as unpack
 from mobilesam_ros.core.predictor import SamPredictor
 from mobilesam_ros.core.prompts import make_prompt
 
 CASES = ["p1_multi", "p1_single", "p3", "box", "boxpt", "refine"]
-
-
-def unpack(g, key):
-    shape = tuple(g[f"{key}_masks_shape"])
-    return np.unpackbits(g[f"{key}_masks_packed"], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +19,6 @@ def predictor(golden):
     p = SamPredictor(TorchBackend(load_mobile_sam(shared_path("fixtures", "mobile_sam_seed1.pt"))))
     p.set_embedding(golden["embedding"], tuple(golden["original_size"]))
     return p
-
-
-def case_kwargs(g, case):
-    kw = {"multimask_output": bool(g[f"{case}_multimask_output"])}
-    for name, key in (("point_coords", "point_coords"), ("point_labels", "point_labels"),
-                      ("box", "box"), ("mask_input", "mask_input")):
-        if f"{case}_{key}" in g:
-            kw[name] = g[f"{case}_{key}"]
-    return kw
 
 
 def assert_masks_match(ours, ref):

@@ -7,6 +7,20 @@ decoder.onnx:  image_embeddings (1, 256, 64, 64), point_coords (B, N, 2) float32
                -> low_res_masks (B, 4, 256, 256), iou_predictions (B, 4)
 B (prompts) and N (tokens) are dynamic. The decoder graph is the exact fast decoder (one embedding
 shared by all B prompts, no per-prompt copy); upsampling to the image size stays outside the graph.
+encoder_int8.onnx (optional, `quantize_encoder`): encoder.onnx with dynamic int8 MatMuls.
+
+TensorRT. Opset 17: every LayerNorm, SAM's LayerNorm2d included, is one LayerNormalization node
+(the encoder has no ReduceMean/Pow/Sqrt left). The encoder is fully static (1x3x1024x1024); its
+only shape ops are the constant pads of TinyViT's windows. In the decoder, channel, head and
+image-token sizes are frozen constants (modeling/fast_decoder.py), so the remaining int64 shape
+arithmetic only reads B and N (37 Shape nodes, down from 117; 801 nodes, down from 1343).
+Decoder optimisation profile (trtexec syntax; image_embeddings is always 1x256x64x64):
+  --minShapes=point_coords:1x2x2,point_labels:1x2,mask_input:1x1x256x256,has_mask_input:1
+  --optShapes=point_coords:32x2x2,point_labels:32x2,mask_input:32x1x256x256,has_mask_input:32
+  --maxShapes=point_coords:32x16x2,point_labels:32x16,mask_input:32x1x256x256,has_mask_input:32
+N >= 2 always: a box is 2 corner tokens, point-only prompts carry SAM's padding token; opt N = 2 is
+the box-only layout of SegEvery. B <= 32 is SamPredictor's default decode_chunk (prompts per call);
+N = 16 allows a box with 14 points. A larger chunk or more clicks need a larger max profile.
 """
 from __future__ import annotations
 
@@ -58,6 +72,21 @@ def export_decoder(sam: Sam, path: str) -> str:
            "low_res_masks": {0: "prompts"}, "iou_predictions": {0: "prompts"}}
     _export(DecoderGraph(sam).eval(), args, path, list(DECODER_INPUTS), list(DECODER_OUTPUTS), dyn)
     return path
+
+
+def quantize_encoder(fp32_path: str, out_path: str) -> str:
+    """encoder.onnx -> an int8 copy (ONNX Runtime dynamic quantization), same input and output.
+
+    Only MatMul/Gemm weights are quantized (int8, per output channel; activations are quantized
+    per call from their own range): the 29 convolutions stay fp32, since ConvInteger has no fast
+    CPU kernel in ONNX Runtime. Errors against fp32 and speed: README "int8 encoder".
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    quantize_dynamic(fp32_path, out_path, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
+                     weight_type=QuantType.QInt8)
+    return out_path
 
 
 def _export(module, args, path, inputs, outputs, dynamic_axes) -> None:

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 from ..weights import sha256_of
 
 LOG = logging.getLogger("mobilesam_ros")
-EXPORTER_VERSION = 1  # bump when export.py changes what it writes
+EXPORTER_VERSION = 2  # bump when export.py changes what it writes (2: LayerNormalization, frozen sizes)
 FILES = ("encoder.onnx", "decoder.onnx")
 MANIFEST = "manifest.json"
 

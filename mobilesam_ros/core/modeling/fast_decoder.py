@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from .common import layer_norm_fp32, softmax_fp32
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .transformer import Attention
@@ -95,28 +96,35 @@ def keep_freed_memory_mapped(trim_threshold_mb: int = 256, mmap_threshold_mb: in
     return ok
 
 
+# Shapes in exported graphs: channel, head and image-token counts are fixed by the weights and
+# the 64x64 embedding, so they are read as Python ints (`int(...)` freezes them when tracing), and
+# the one dynamic size of a reshape (prompts B or tokens T) is left to -1. The decoder graph then
+# carries no Shape/Gather/Div arithmetic on them (fewer int64 shape ops for TensorRT); eager
+# numbers are unchanged (pure reshapes).
+
+
 def _heads(x: Tensor, num_heads: int) -> Tensor:
     """(B, L, H*c) -> (H, B*L, c): heads as the matmul batch, so per-frame (H, ...) tensors
     multiply without being broadcast (torch.matmul would copy them once per prompt)."""
-    b, n, d = x.shape
-    return x.reshape(b * n, num_heads, d // num_heads).transpose(0, 1)
+    d = int(x.shape[-1])
+    return x.reshape(-1, num_heads, d // num_heads).transpose(0, 1)
 
 
 def _merge_heads(x: Tensor, bsz: int) -> Tensor:
     """(H, B*L, c) -> (B, L, H*c)."""
-    h, bn, c = x.shape
-    return x.transpose(0, 1).reshape(bsz, bn // bsz, h * c)
+    h, c = int(x.shape[0]), int(x.shape[2])
+    return x.transpose(0, 1).reshape(bsz, -1, h * c)
 
 
 def _to_prompt_major(x: Tensor, bsz: int) -> Tensor:
-    """(H, B*T, ...) -> (B, H*T, ...)."""
-    h, bt = x.shape[:2]
-    return x.view(h, bsz, bt // bsz, *x.shape[2:]).transpose(0, 1).reshape(bsz, h * (bt // bsz), *x.shape[2:])
+    """(H, B*T, ...) -> (B, H*T, ...); the trailing dims are static."""
+    h, rest = int(x.shape[0]), [int(v) for v in x.shape[2:]]
+    return x.view(h, bsz, -1, *rest).transpose(0, 1).reshape(bsz, -1, *rest)
 
 
 def _scaled_heads_t(x: Tensor, num_heads: int) -> Tensor:
     """Per-frame projected image tokens (N, H*c) -> (H, c, N), times the attention scale 1/sqrt(c)."""
-    c = x.shape[1] // num_heads
+    c = int(x.shape[1]) // num_heads
     return x.mul(1.0 / math.sqrt(c)).view(-1, num_heads, c).permute(1, 2, 0).contiguous()
 
 
@@ -126,7 +134,7 @@ def _token_to_image_shared(attn: Attention, q_in: Tensor, k_t: Tensor, v: Tensor
     q_in (B, T, C) tokens + PE; k_t (H, c, N) scaled keys; v (H, N, c) -> update (B, T, C).
     """
     q = _heads(attn.q_proj(q_in), attn.num_heads)  # (H, B*T, c)
-    s = torch.softmax(q @ k_t, dim=-1)  # (H, B*T, N)
+    s = softmax_fp32(q @ k_t, dim=-1)  # (H, B*T, N)
     return attn.out_proj(_merge_heads(s @ v, q_in.shape[0]))
 
 
@@ -136,13 +144,13 @@ def _token_to_image_folded(attn: Attention, q_in: Tensor, kp: Tensor, keys: Tens
     q_in (B, T, C) tokens + PE; kp (B, N, C) image tokens + PE; keys (B, N, C) -> update (B, T, C).
     """
     h = attn.num_heads
-    bsz, t, cdim = q_in.shape
+    bsz, cdim = q_in.shape[0], int(q_in.shape[2])
     c = attn.internal_dim // h
     q = _heads(attn.q_proj(q_in), h)  # (H, B*T, c)
     q_fold = (q @ attn.k_proj.weight.view(h, c, cdim)).mul_(1.0 / math.sqrt(c))  # (H, B*T, C)
     # the key bias adds one constant per softmax row (a token): it cancels
-    s = torch.softmax(_to_prompt_major(q_fold, bsz) @ kp.transpose(1, 2), dim=-1)  # (B, H*T, N)
-    pooled = (s @ keys).view(bsz, h, t, cdim).transpose(0, 1).reshape(h, bsz * t, cdim)  # before v_proj
+    s = softmax_fp32(_to_prompt_major(q_fold, bsz) @ kp.transpose(1, 2), dim=-1)  # (B, H*T, N)
+    pooled = (s @ keys).view(bsz, h, -1, cdim).transpose(0, 1).reshape(h, -1, cdim)  # before v_proj
     out = torch.baddbmm(attn.v_proj.bias.view(h, 1, c), pooled, attn.v_proj.weight.view(h, c, cdim).transpose(1, 2))
     return attn.out_proj(_merge_heads(out, bsz))
 
@@ -154,7 +162,7 @@ def _token_values_projected(attn: Attention, v_in: Tensor) -> Tensor:
     i.e. to H over all H*T rows, so the product adds the bias exactly once (no separate pass).
     """
     h = attn.num_heads
-    bsz, _, cdim = v_in.shape
+    bsz, cdim = v_in.shape[0], int(v_in.shape[2])
     v = _heads(attn.v_proj(v_in), h)  # (H, B*T, c)
     w_o = attn.out_proj.weight.t().view(h, attn.internal_dim // h, cdim)
     return _to_prompt_major(torch.baddbmm(attn.out_proj.bias / h, v, w_o), bsz)
@@ -166,12 +174,12 @@ def _image_to_token_shared(attn: Attention, q0_t: Tensor, k_in: Tensor, v_in: Te
     q0_t (H, c, N) scaled queries; k_in (B, T, C) tokens + PE; v_in (B, T, C) tokens
     -> (attention (B, H*T, N), projected token values (B, H*T, C)); update = attention^T @ values.
     """
-    h = q0_t.shape[0]
-    bsz, t, cdim = k_in.shape
+    h, n = int(q0_t.shape[0]), int(q0_t.shape[2])
+    bsz = k_in.shape[0]
     k = _heads(attn.k_proj(k_in), h)  # (H, B*T, c)
     s = k @ q0_t  # (H, B*T, N): tokens on the middle axis, so the softmax over them is not innermost
-    s = s.view(h, bsz, t, -1).softmax(dim=2)
-    s = _to_prompt_major(s.view(h, bsz * t, -1), bsz)  # (B, H*T, N)
+    s = softmax_fp32(s.view(h, bsz, -1, n), dim=2)
+    s = _to_prompt_major(s.view(h, -1, n), bsz)  # (B, H*T, N)
     return s, _token_values_projected(attn, v_in)
 
 
@@ -182,7 +190,7 @@ def _image_to_token_folded(attn: Attention, kp: Tensor, k_in: Tensor, v_in: Tens
     -> (attention (B, H*T, N), projected token values (B, H*T, C)); update = attention^T @ values.
     """
     h = attn.num_heads
-    bsz, t, cdim = k_in.shape
+    bsz, cdim, n = k_in.shape[0], int(k_in.shape[2]), int(kp.shape[1])
     c = attn.internal_dim // h
     scale = 1.0 / math.sqrt(c)
     k = _heads(attn.k_proj(k_in), h)  # (H, B*T, c)
@@ -190,7 +198,7 @@ def _image_to_token_folded(attn: Attention, kp: Tensor, k_in: Tensor, v_in: Tens
     # the query bias gives one score offset per token; the softmax runs over tokens, so it stays
     k_bias = _to_prompt_major((k @ attn.q_proj.bias.view(h, c, 1)).mul_(scale), bsz)  # (B, H*T, 1)
     s = torch.baddbmm(k_bias, k_fold, kp.transpose(1, 2))  # (B, H*T, N)
-    s = s.view(bsz, h, t, -1).softmax(dim=2).view(bsz, h * t, -1)
+    s = softmax_fp32(s.view(bsz, h, -1, n), dim=2).view(bsz, -1, n)
     return s, _token_values_projected(attn, v_in)
 
 
@@ -247,7 +255,7 @@ class FastMaskDecoder:
     @torch.inference_mode()
     def prepare(self, image_embedding: Tensor) -> FrameContext:
         """(1, C, h, w) image embedding -> the per-frame context (about 18 MB in fp32)."""
-        _, cdim, gh, gw = image_embedding.shape
+        gh, gw = int(image_embedding.shape[2]), int(image_embedding.shape[3])
         src = image_embedding[0].flatten(1).t().contiguous()  # (N, C)
         x0 = src + self.pe.no_mask_embed.weight
         t2i = self.tf.layers[0].cross_attn_token_to_image
@@ -256,8 +264,10 @@ class FastMaskDecoder:
         k0 = _scaled_heads_t(t2i.k_proj(xp), t2i.num_heads)
         q0 = _scaled_heads_t(i2t.q_proj(xp), i2t.num_heads)
         v0 = t2i.v_proj(x0).view(-1, t2i.num_heads, t2i.internal_dim // t2i.num_heads).transpose(0, 1).contiguous()
-        # fp16/bf16 would lose the cancelling mean terms of rewrite 5: those take the direct path
-        z = x0 @ self.up_m[0] if self.lowrank_upscale and x0.element_size() >= 4 else None
+        # fp16/bf16 (weights or autocast) would lose the cancelling mean terms of rewrite 5: those
+        # take the direct path
+        low_precision = x0.element_size() < 4 or torch.is_autocast_enabled(x0.device.type)
+        z = x0 @ self.up_m[0] if self.lowrank_upscale and not low_precision else None
         return FrameContext(src=src, x0=x0, k0=k0, v0=v0, q0=q0, z=z, grid=(gh, gw))
 
     def _conv1_lowrank(self, ctx: FrameContext, terms: list) -> Tensor:
@@ -285,7 +295,7 @@ class FastMaskDecoder:
         GELU -> (M*16, C/8), rows ordered (pixel, dy, dx, ey, ex): (4y+2dy+ey, 4x+2dx+ex) for pixel (y, x)."""
         c1, c2 = self.up_channels
         y = y.reshape(-1, c1)
-        y = F.gelu(F.layer_norm(y, (c1,), self.ln_up.weight, self.ln_up.bias, self.ln_up.eps))
+        y = F.gelu(layer_norm_fp32(y, (c1,), self.ln_up.weight, self.ln_up.bias, self.ln_up.eps))
         z = F.gelu(torch.addmm(self.b_up2, y, self.w_up2))
         return z.view(-1, c2)
 
@@ -295,7 +305,7 @@ class FastMaskDecoder:
         block stay in cache between the LayerNorm, GELUs, matmul and the mask product."""
         bsz, n, _ = y.shape
         if torch.jit.is_tracing():  # no Python loop over the (dynamic) batch in an exported graph
-            return self._upscale_tail(y).view(bsz, n * 16, -1) @ hyper
+            return self._upscale_tail(y).view(bsz, -1, self.up_channels[1]) @ hyper
         out = y.new_empty((bsz, n * 16, hyper.shape[-1]))
         step = self.tail_rows
         for b in range(bsz):
@@ -305,17 +315,17 @@ class FastMaskDecoder:
 
     def upscale(self, keys: Tensor) -> Tensor:
         """Channels-last output_upscaling (rewrite 4): (B, h*w, C) -> (B, h*w*16, C/8), `_upscale_tail` order."""
-        bsz, n, cdim = keys.shape
-        y = torch.addmm(self.b_up1, keys.reshape(bsz * n, cdim), self.w_up1)
-        return self._upscale_tail(y).view(bsz, n * 16, -1)
+        bsz, cdim = keys.shape[0], int(keys.shape[2])
+        y = torch.addmm(self.b_up1, keys.reshape(-1, cdim), self.w_up1)
+        return self._upscale_tail(y).view(bsz, -1, self.up_channels[1])
 
     @staticmethod
     def unshuffle(rows: Tensor, grid: Tuple[int, int]) -> Tensor:
         """(B, h*w*16, K) in `upscale` row order -> (B, K, 4h, 4w)."""
-        bsz, _, k = rows.shape
+        k = int(rows.shape[2])
         gh, gw = grid
-        x = rows.view(bsz, gh, gw, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        return x.reshape(bsz, k, 4 * gh, 4 * gw)
+        x = rows.view(-1, gh, gw, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return x.reshape(-1, k, 4 * gh, 4 * gw)
 
     @torch.inference_mode()
     def upscale_nchw(self, x: Tensor) -> Tensor:
@@ -403,7 +413,8 @@ class FastMaskDecoder:
             del keys
             y = self._conv1_lowrank(ctx, terms)
         else:
-            y = torch.addmm(self.b_up1, keys.reshape(-1, keys.shape[-1]), self.w_up1).view(bsz, -1, self.w_up1.shape[1])
+            y = torch.addmm(self.b_up1, keys.reshape(-1, int(keys.shape[-1])), self.w_up1).view(
+                bsz, -1, int(self.w_up1.shape[1]))
             del keys
         del terms
         low_res = self.unshuffle(self._masks(y, hyper), ctx.grid)

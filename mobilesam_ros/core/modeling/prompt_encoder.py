@@ -29,7 +29,10 @@ class PositionEmbeddingRandom(nn.Module):
     def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
         """(..., 2) normalised xy -> (..., 2 * num_pos_feats)."""
         coords = 2 * coords - 1
-        coords = coords @ self.positional_encoding_gaussian_matrix
+        # fp32 even under autocast: |coords @ G| reaches ~4 (x 2*pi: ~25 rad), where rounding the
+        # product to fp16 moves the phase by up to ~0.01 rad and to bf16 by ~0.1 rad
+        with torch.autocast(coords.device.type, enabled=False):
+            coords = coords @ self.positional_encoding_gaussian_matrix
         coords = 2 * math.pi * coords
         return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import LayerNorm, LayerNorm2d, softmax_fp32
 
 
 class Conv2d_BN(nn.Sequential):  # noqa: N801  (official name, part of the checkpoint layout)
@@ -110,7 +110,7 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
         self.act = nn.GELU()
@@ -140,7 +140,7 @@ class Attention(nn.Module):
         self.key_dim = key_dim
         self.scale = key_dim ** -0.5
         self.dh = key_dim * num_heads  # TinyViT uses attn_ratio 1: value width == key width
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * self.dh)
         self.proj = nn.Linear(self.dh, dim)
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, window * window))
@@ -154,7 +154,7 @@ class Attention(nn.Module):
         # Gathered every call (cheap) rather than cached, so loaded or trained biases are always used.
         bias = self.attention_biases[:, self.attention_bias_idxs]
         attn = (q @ k.transpose(-2, -1)) * self.scale + bias
-        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, self.dh)
+        x = (softmax_fp32(attn, dim=-1) @ v).transpose(1, 2).reshape(b, n, self.dh)
         return self.proj(x)
 
 
@@ -248,7 +248,7 @@ class TinyViT(nn.Module):
             if i < n - 2:
                 res //= 2
         self.embedding_resolution = res
-        self.norm_head = nn.LayerNorm(embed_dims[-1])
+        self.norm_head = LayerNorm(embed_dims[-1])
         self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(_init_weights)
         self.neck = nn.Sequential(

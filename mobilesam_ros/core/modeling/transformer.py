@@ -13,7 +13,7 @@ from typing import Tuple, Type
 import torch
 from torch import Tensor, nn
 
-from .common import MLPBlock
+from .common import LayerNorm, MLPBlock, softmax_fp32
 
 
 class Attention(nn.Module):
@@ -47,7 +47,7 @@ class Attention(nn.Module):
         v = self._separate_heads(self.v_proj(v))
         attn = q @ k.permute(0, 1, 3, 2)
         attn = attn / math.sqrt(q.shape[-1])
-        attn = torch.softmax(attn, dim=-1)
+        attn = softmax_fp32(attn, dim=-1)
         return self.out_proj(self._recombine_heads(attn @ v))
 
 
@@ -65,12 +65,12 @@ class TwoWayAttentionBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.self_attn = Attention(embedding_dim, num_heads)
-        self.norm1 = nn.LayerNorm(embedding_dim)
+        self.norm1 = LayerNorm(embedding_dim)
         self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, downsample_rate=attention_downsample_rate)
-        self.norm2 = nn.LayerNorm(embedding_dim)
+        self.norm2 = LayerNorm(embedding_dim)
         self.mlp = MLPBlock(embedding_dim, mlp_dim, activation)
-        self.norm3 = nn.LayerNorm(embedding_dim)
-        self.norm4 = nn.LayerNorm(embedding_dim)
+        self.norm3 = LayerNorm(embedding_dim)
+        self.norm4 = LayerNorm(embedding_dim)
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, downsample_rate=attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
@@ -125,7 +125,7 @@ class TwoWayTransformer(nn.Module):
             for i in range(depth)
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, downsample_rate=attention_downsample_rate)
-        self.norm_final_attn = nn.LayerNorm(embedding_dim)
+        self.norm_final_attn = LayerNorm(embedding_dim)
 
     def forward(self, image_embedding: Tensor, image_pe: Tensor, point_embedding: Tensor) -> Tuple[Tensor, Tensor]:
         """image_embedding (B, C, h, w), image_pe (B or 1, C, h, w), point_embedding (B, T, C)
