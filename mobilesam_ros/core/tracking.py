@@ -55,7 +55,7 @@ class TrackerConfig:
     max_tracks: bound on live tracks; beyond it the coasting tracks matched longest ago go first.
     """
 
-    iou_thresh: float = 0.3
+    iou_thresh: float = 0.2
     confirm_hits: int = 3
     max_age_s: float = 1.0
     grid_cells: int = 128
@@ -125,6 +125,8 @@ def coarse_masks(inst: Instances, s: int) -> np.ndarray:
     h_img, w_img = inst.image_hw
     wc = len(range(s // 2, w_img, s))
     nbytes = (wc + 7) // 8
+    if len(inst) == 0:
+        return np.zeros((0, len(range(s // 2, h_img, s)), nbytes), np.uint8)
     if not inst.packed:
         return np.packbits(inst.masks[:, s // 2::s, s // 2::s], axis=-1)
     rows = inst.masks[:, s // 2::s, :]
@@ -177,6 +179,12 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area = lambda x: np.clip(x[:, 2] - x[:, 0] + 1, 0, None) * np.clip(x[:, 3] - x[:, 1] + 1, 0, None)
     union = area(a)[:, None] + area(b)[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(A, B) bool: xyxy boxes (x2, y2 inclusive) share at least one pixel."""
+    return ((a[:, None, 0] <= b[None, :, 2]) & (b[None, :, 0] <= a[:, None, 2])
+            & (a[:, None, 1] <= b[None, :, 3]) & (b[None, :, 1] <= a[:, None, 3]))
 
 
 def mask_iou_matrix(a: np.ndarray, b: np.ndarray, candidates: Optional[np.ndarray] = None) -> np.ndarray:
@@ -269,11 +277,15 @@ class Tracker:
             cells = np.rint(shift / s).astype(int)
             pred = np.packbits(np.stack([_shifted(t.coarse, cx, cy) for t, (cx, cy) in zip(tracks, cells)]),
                                axis=-1)
+            last_boxes = pred_boxes - np.tile(shift, 2)
+            last = np.packbits(np.stack([t.coarse for t in tracks]), axis=-1)
             # a coarse cell of slack: a sampled mask can touch a box it lies just outside of
             slack = np.array([-s, -s, s, s], np.float64)
+            # the better of the predicted and the last-seen place: a velocity spoiled by one bad
+            # mask (a part appearing, an occluder) must not lose an object that stands still
             boxes_iou = box_iou_matrix(pred_boxes, det_boxes)
-            overlap = box_iou_matrix(pred_boxes + slack, det_boxes) > 0
-            miou = mask_iou_matrix(pred, det_coarse, overlap)
+            miou = np.maximum(mask_iou_matrix(pred, det_coarse, _overlap(pred_boxes + slack, det_boxes)),
+                              mask_iou_matrix(last, det_coarse, _overlap(last_boxes + slack, det_boxes)))
             same_cls = (np.array([t.class_id for t in tracks])[:, None] == inst.class_ids[None, :]) \
                 & (inst.class_ids[None, :] >= 0)
             score = np.where(miou >= cfg.iou_thresh,

@@ -29,6 +29,8 @@ def test_coarse_masks_sample_every_sth_pixel(hw, s):
     inst = Instances.from_masks(m, np.ones(3))
     np.testing.assert_array_equal(coarse_masks(inst.pack_bits(), s), want)
     np.testing.assert_array_equal(coarse_masks(inst, s), want)
+    none = Instances.empty(hw)
+    assert coarse_masks(none.pack_bits(), s).shape == coarse_masks(none, s).shape == (0,) + want.shape[1:]
 
 
 def test_grid_stride_is_the_smallest_power_of_two_that_fits():
