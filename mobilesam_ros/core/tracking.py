@@ -239,7 +239,10 @@ class Tracker:
         return len(self._tracks)
 
     def set_config(self, config: TrackerConfig) -> None:
-        """New thresholds from the next frame on; live tracks and ids are kept."""
+        """New thresholds from the next frame on; live tracks and ids are kept, except that another
+        grid_cells starts over (the tracks' coarse masks are on the old grid)."""
+        if config.grid_cells != self.config.grid_cells:
+            self.reset()
         self.config = config
 
     def reset(self) -> None:

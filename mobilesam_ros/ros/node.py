@@ -37,6 +37,7 @@ from mobilesam_ros.ros.conversions import array_to_image_msg
 from mobilesam_ros.ros.depth3d import Depth3D
 from mobilesam_ros.ros.messages import instances_to_msg, label_image, overlay_image
 from mobilesam_ros.ros.prompt_conversions import click_to_prompts, prompt_msg_to_prompts
+from mobilesam_ros.ros.tracking_adapter import SegEveryTracking
 from mobilesam_ros.ros.worker import LatestFrameWorker
 
 WARN_PERIOD_S = 2.0
@@ -48,6 +49,7 @@ class MobileSamNode(LifecycleNode):
         forward_core_logging(self.get_logger())
         P.declare_all(self)
         self.add_on_set_parameters_callback(P.check_choices)
+        self._tracking = SegEveryTracking(self)  # one per process: ids are never reused
         self._pipeline = None
         self._worker: Optional[LatestFrameWorker] = None
         self._subs: list = []
@@ -214,7 +216,9 @@ class MobileSamNode(LifecycleNode):
         self._pipeline.set_detector_thresholds(self.get_parameter("detector.conf").value,
                                                self.get_parameter("detector.iou").value)
         inst = self._pipeline.segment_every(rgb, stamp, self._filters())
-        self._publish(inst, header, InstanceMaskArray.MODE_SEGEVERY, None, rgb)
+        tracks = self._tracking.update(inst, stamp)  # None: tracking.enabled is false
+        ids = None if tracks is None else [int(i) for i in tracks.ids]
+        self._publish(inst, header, InstanceMaskArray.MODE_SEGEVERY, ids, rgb, tracks)
 
     def _process_prompt(self, item) -> None:
         kind, msg = item
@@ -241,11 +245,11 @@ class MobileSamNode(LifecycleNode):
 
         return FilterConfig.from_params(P.read_all(self))
 
-    def _publish(self, inst, header, mode: str, ids, rgb) -> None:
+    def _publish(self, inst, header, mode: str, ids, rgb, tracks=None) -> None:
         if not self._pubs:
             return
         ids = list(range(1, len(inst) + 1)) if ids is None else ids
-        self._pubs["instances"].publish(instances_to_msg(inst, header, mode, ids))
+        self._pubs["instances"].publish(instances_to_msg(inst, header, mode, ids, tracks))
         labels = label_image(inst, ids)
         self._pubs["label"].publish(array_to_image_msg(labels, "mono16", header))
         if self._pubs["overlay"].get_subscription_count() > 0 and rgb is not None:

@@ -1,0 +1,56 @@
+"""SegEvery tracking through the real node process: the same image published with increasing stamps
+keeps every instance id, with hits, state, first_seen and age as the stamps say; another image
+gets ids never given before."""
+import numpy as np
+import pytest
+from conftest import read_log, wait_for
+from nodeutil import BUS, ZIDANE, image_msg, mask_from_instance, node_argv, read_rgb, wait_subscribed
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+T0 = 100                      # s
+STEP_NS = 250_000_000         # 0.25 s between published frames
+
+
+def test_same_image_keeps_every_instance_id(ros_process, ros_probe):
+    from sensor_msgs.msg import Image
+
+    from mobilesam_ros.msg import InstanceMask, InstanceMaskArray
+
+    node = ros_process(node_argv(mode="segevery", **{"image.reliable": True}), name="node")
+    got = []
+    ros_probe.create_subscription(InstanceMaskArray, "/mobilesam/instances", got.append, 10)
+    pub = ros_probe.create_publisher(Image, "image", 10)
+    wait_subscribed(pub, node)
+    bus, zidane = read_rgb(BUS), read_rgb(ZIDANE)
+    h, w = bus.shape[:2]
+    frames = []
+    # one frame at a time, each after the previous answer (the node keeps only the newest frame);
+    # reliable QoS and a matched subscription, so one publish each (a re-sent frame would count
+    # as another hit at the same stamp)
+    for k in range(5):
+        t_ns = T0 * 10**9 + k * STEP_NS
+        pub.publish(image_msg(bus if k < 4 else zidane, t_ns // 10**9, t_ns % 10**9))
+        assert wait_for(lambda: len(got) > k, 180), read_log(node)
+        frames.append(got[k])
+        assert (got[k].header.stamp.sec * 10**9 + got[k].header.stamp.nanosec) == t_ns
+
+    first = frames[0]
+    assert len(first.instances) >= 3  # the bus and persons of bus.jpg
+    ids0 = [i.id for i in first.instances]
+    assert ids0 == list(range(1, len(ids0) + 1))  # a fresh node numbers its first frame 1..N
+    masks0 = [mask_from_instance(i, h, w) for i in first.instances]
+    for k, arr in enumerate(frames[:4]):
+        assert [i.id for i in arr.instances] == ids0, f"frame {k}"
+        for inst, m0 in zip(arr.instances, masks0):
+            np.testing.assert_array_equal(mask_from_instance(inst, h, w), m0)  # the same objects
+            assert inst.track_hits == k + 1
+            assert inst.track_state == (InstanceMask.TRACK_TENTATIVE if k + 1 < 3 else InstanceMask.TRACK_CONFIRMED)
+            assert (inst.first_seen.sec, inst.first_seen.nanosec) == (T0, 0)
+            assert inst.track_age == pytest.approx(k * STEP_NS * 1e-9, abs=1e-6)
+
+    # zidane.jpg (another size): nothing carries over, and no id is given twice
+    new = frames[4]
+    assert new.instances and min(i.id for i in new.instances) > max(ids0)
+    assert len({i.id for i in new.instances}) == len(new.instances)
+    assert all(i.track_hits == 1 and i.track_state == InstanceMask.TRACK_TENTATIVE for i in new.instances)
