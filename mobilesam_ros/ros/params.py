@@ -12,6 +12,7 @@ from typing import Any, Optional
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
 from mobilesam_ros.core.geometry3d import Extract3DConfig
+from mobilesam_ros.core.follow import FollowConfig
 from mobilesam_ros.core.tracking import TrackerConfig
 
 
@@ -138,6 +139,21 @@ PARAMS += (
           range=(8, 4096)),
     Param("tracking.max_tracks", _TRK.max_tracks, "live tracks kept at most (unseen ones matched "
           "longest ago go first)", range=(1, 1000000)),
+)
+# SegAny click-to-track (ros/follow_adapter.py, core/follow.py); defaults are core FollowConfig's
+_FOL = FollowConfig()
+PARAMS += (
+    Param("follow.max_objects", _FOL.max_objects, "objects followed at once (PromptObject.follow, "
+          "clicks with follow.clicks); more are refused with a warning", range=(1, 1000)),
+    Param("follow.min_pred_iou", _FOL.min_pred_iou, "a followed object's re-prompted mask whose "
+          "predicted IoU is below this is not good (not published, not kept)", range=(0.0, 1.0)),
+    Param("follow.max_area_change", _FOL.max_area_change, "a followed object's mask whose area "
+          "grew or shrank by more than this factor since its last good mask is not good",
+          range=(1.0, 1e6)),
+    Param("follow.lost_timeout_s", _FOL.lost_timeout_s, "a followed object with no good mask for "
+          "this many seconds (of stamps) is dropped", range=(0.0, 3600.0)),
+    Param("follow.clicks", False, "an RViz click (clicked_point) also starts following its object, "
+          "under an id from 2147483648 up (the id its answer carries)"),
 )
 _BY_NAME = {p.name: p for p in PARAMS}
 
