@@ -10,6 +10,10 @@ the same detections, so FN and FP are equal and they differ only in association.
 Cost: Tracker.update per frame (wall and this process's CPU time) at 640x480 with 20 and 100
 objects; min / median over all frames of `--repeat` passes. The machine is shared and noisy.
 Target (issue 13): <= 5 ms per frame at 100 tracks.
+Click-to-track (`--follow`): core.follow.follow_step on a 640x480 camera frame with N followed
+objects (one batched decode of box + low-res mask prompts, masks to full size), torch backend,
+seeded official-format checkpoint (timing does not depend on the weights); min / median of
+`--repeat` steps after one warm-up, and per object.
 """
 from __future__ import annotations
 
@@ -76,10 +80,43 @@ def overhead(n_objects: int, repeat: int) -> dict:
             "frames": len(wall)}
 
 
+def follow_cost(counts: tuple[int, ...], repeat: int) -> list[dict]:
+    import cv2
+
+    from common import SHARED
+    from mobilesam_ros.core.backends.torch_backend import TorchBackend
+    from mobilesam_ros.core.checkpoints import load_mobile_sam
+    from mobilesam_ros.core.follow import FollowConfig, FollowSet, follow_step
+    from mobilesam_ros.core.predictor import SamPredictor
+    from mobilesam_ros.core.prompts import make_prompt
+
+    p = SamPredictor(TorchBackend(load_mobile_sam(str(SHARED / "fixtures" / "mobile_sam_seed1.pt"))))
+    img = cv2.cvtColor(cv2.imread(str(SHARED / "data" / "sequence" / "000000.jpg")), cv2.COLOR_BGR2RGB)
+    p.set_image(img, 0)
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in counts:
+        xy = rng.uniform([0, 0], [560, 400], (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(30, 80, (n, 2))], axis=1)
+        fs = FollowSet(FollowConfig(max_objects=max(counts), min_pred_iou=0.0, max_area_change=1e9))
+        fs.add(list(range(1, n + 1)), p.predict_batch([make_prompt(box=b) for b in boxes], 0), 0)
+        ts = []
+        for k in range(repeat + 1):
+            t0 = time.perf_counter()
+            follow_step(p, fs, 0)
+            ts.append(time.perf_counter() - t0)
+        ts = ts[1:]
+        rows.append({"objects": n, "followed": len(fs), "min_ms": 1e3 * min(ts),
+                     "median_ms": 1e3 * statistics.median(ts),
+                     "per_object_ms": 1e3 * statistics.median(ts) / n})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--follow", action="store_true", help="also time click-to-track steps (loads a model)")
     ap.add_argument("--json", default=str(ROOT / "out" / "bench_tracking.json"))
     args = ap.parse_args()
 
@@ -94,9 +131,16 @@ def main() -> None:
     print_table(cost, [("objects", "objects", "{:d}"), ("instances_per_frame", "inst/frame", "{:.1f}"),
                        ("tracks_mean", "live tracks", "{:.1f}"), ("wall_min_ms", "min ms", "{:.2f}"),
                        ("wall_median_ms", "median ms", "{:.2f}"), ("cpu_median_ms", "cpu med ms", "{:.2f}")])
+    follow = []
+    if args.follow:
+        follow = follow_cost((1, 5, 10), max(args.repeat, 5))
+        print("\nclick-to-track step (one batched decode of N followed objects), 640x480, torch")
+        print_table(follow, [("objects", "objects", "{:d}"), ("min_ms", "min ms", "{:.1f}"),
+                             ("median_ms", "median ms", "{:.1f}"), ("per_object_ms", "ms/object", "{:.1f}")])
     write_json(args.json, {"benchmark": "bench_tracking", "target_ms_100_tracks": 5.0,
                            "loadavg_1min": os.getloadavg()[0], "seeds": args.seeds,
-                           "levels": [lv.__dict__ for lv in LEVELS], "quality": rows, "cost": cost})
+                           "levels": [lv.__dict__ for lv in LEVELS], "quality": rows, "cost": cost,
+                           "follow": follow})
 
 
 if __name__ == "__main__":
