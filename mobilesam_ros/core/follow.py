@@ -5,8 +5,8 @@ around its previous mask (original px, xyxy) and its previous 256x256 low-res lo
 input. All followed objects share that token layout, so :meth:`SamPredictor.predict_batch`
 decodes them in one batch (chunks of ``decode_chunk``). A result is *bad* when the decoder's
 predicted IoU is below ``min_pred_iou``, the mask is empty, or its area changed by more than a
-factor ``max_area_change`` from the last good mask; a bad result is not published and not kept
-(the next frame re-prompts from the last good state again). An object bad for longer than
+factor ``max_area_change`` from the last good mask; a bad result is not kept (the next frame
+re-prompts from the last good state again) and its object is reported lost. An object bad for longer than
 ``lost_timeout_s`` seconds of stamps is dropped. At most ``max_objects`` are followed.
 """
 from __future__ import annotations
@@ -114,6 +114,10 @@ class FollowSet:
     def remove(self, ids: Sequence[int]) -> list[int]:
         """Stop following `ids`; returns those that were followed."""
         return [int(i) for i in ids if self._objects.pop(int(i), None) is not None]
+
+    def get(self, i: int) -> Followed:
+        """The state of followed object i (KeyError if not followed)."""
+        return self._objects[int(i)]
 
     def prompts(self) -> list[ObjectPrompt]:
         """The re-prompts, in `ids` order: last good box + last good low-res logits."""

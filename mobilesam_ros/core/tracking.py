@@ -34,7 +34,8 @@ from .instances import Instances
 __all__ = ["TRACK_TENTATIVE", "TRACK_CONFIRMED", "TRACK_COASTING", "TrackerConfig", "TrackAssignment",
            "Tracker", "grid_stride", "coarse_masks", "mask_iou_matrix", "box_iou_matrix"]
 
-# Equal to the TRACK_* constants of msg/InstanceMask.msg (a ROS test checks they agree).
+# Equal to the TRACK_* constants of msg/InstanceMask.msg (a ROS test checks they agree; the message
+# calls 3 TRACK_LOST: a click-to-track object published without a good mask this frame).
 TRACK_TENTATIVE = 1
 TRACK_CONFIRMED = 2
 TRACK_COASTING = 3

@@ -16,7 +16,8 @@ import numpy as np
 
 from mobilesam_ros.core.follow import FollowConfig, FollowSet, follow_step
 from mobilesam_ros.core.prompts import ObjectPrompt
-from mobilesam_ros.core.tracking import TRACK_CONFIRMED, TrackAssignment
+from mobilesam_ros.core.instances import Instances
+from mobilesam_ros.core.tracking import TRACK_COASTING, TRACK_CONFIRMED, TrackAssignment
 from mobilesam_ros.msg import InstanceMaskArray
 from mobilesam_ros.ros.messages import instances_to_msg
 
@@ -73,17 +74,23 @@ class FollowAdapter:
                 return
             self._set.config = self._config()
             res = follow_step(pipeline.predictor, self._set, stamp_ns)
+            lost = [self._set.get(i) for i in res.lost]
         if res.dropped:
             self._node.get_logger().info(f"stopped following ids {res.dropped}: no good mask for "
                                          f"{self._set.config.lost_timeout_s} s")
         if publisher is None:
             return
-        n = len(res.ids)
-        tracks = TrackAssignment(ids=np.array(res.ids, np.uint32), states=np.full(n, TRACK_CONFIRMED, np.uint8),
-                                 hits=np.array(res.hits, np.uint32),
-                                 first_seen_ns=np.array(res.first_seen_ns, np.int64),
-                                 age_s=(stamp_ns - np.array(res.first_seen_ns, np.int64)) * 1e-9)
-        publisher.publish(instances_to_msg(res.instances, header, InstanceMaskArray.MODE_SEGANY, res.ids, tracks))
+        # lost objects are published too, flagged, with empty masks: consumers see them go
+        h, w = res.instances.image_hw
+        inst = Instances.concatenate([res.instances, Instances.from_masks(
+            np.zeros((len(lost), h, w), bool), np.zeros(len(lost), np.float32)).pack_bits()])
+        ids = res.ids + [o.id for o in lost]
+        first = np.array(res.first_seen_ns + [o.first_ns for o in lost], np.int64)
+        states = [TRACK_CONFIRMED] * len(res.ids) + [TRACK_COASTING] * len(lost)  # = msg TRACK_LOST
+        tracks = TrackAssignment(ids=np.array(ids, np.uint32), states=np.array(states, np.uint8),
+                                 hits=np.array(res.hits + [o.hits for o in lost], np.uint32),
+                                 first_seen_ns=first, age_s=(stamp_ns - first) * 1e-9)
+        publisher.publish(instances_to_msg(inst, header, InstanceMaskArray.MODE_SEGANY, ids, tracks))
 
     def _on_remove(self, request, response):
         with self._lock:

@@ -11,6 +11,7 @@ def test_track_constants_equal_the_core():
 
     assert InstanceMask.TRACK_TENTATIVE == tracking.TRACK_TENTATIVE
     assert InstanceMask.TRACK_CONFIRMED == tracking.TRACK_CONFIRMED
+    assert InstanceMask.TRACK_LOST == tracking.TRACK_COASTING  # kept, but not seen this frame
     assert InstanceMask.TRACK_NONE == 0 not in (tracking.TRACK_TENTATIVE, tracking.TRACK_CONFIRMED,
                                                 tracking.TRACK_COASTING)
 

@@ -1,6 +1,6 @@
 """Click-to-track through the real node process: an object started by a prompt (follow = true) and
-one started by an RViz click keep their ids on ~/followed over 10 frames of the camera sequence,
-and ~/remove_objects stops each."""
+one started by an RViz click keep their ids on ~/followed over 10 frames of the camera sequence;
+with follow.min_pred_iou raised to 1 both are published flagged lost; ~/remove_objects stops each."""
 import json
 
 import numpy as np
@@ -27,6 +27,8 @@ def test_prompt_and_click_are_followed_then_removed(ros_process, ros_probe):
 
     from mobilesam_ros.msg import InstanceMask, InstanceMaskArray, Prompt, PromptObject
     from mobilesam_ros.srv import RemoveObjects
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
 
     # the seeded checkpoint's predicted IoUs carry no meaning: every non-empty mask counts as good
     node = ros_process(node_argv(mode="segany", **{"image.reliable": True, "follow.clicks": True,
@@ -40,7 +42,7 @@ def test_prompt_and_click_are_followed_then_removed(ros_process, ros_probe):
     click_pub = ros_probe.create_publisher(PointStamped, "clicked_point", 10)
     remove = ros_probe.create_client(RemoveObjects, "/mobilesam/remove_objects")
     wait_subscribed(pub, node)
-    frames = [read_rgb(str(DATA / "sequence" / f"{k:06d}.jpg")) for k in range(13)]
+    frames = [read_rgb(str(DATA / "sequence" / f"{k:06d}.jpg")) for k in range(14)]
     h, w = frames[0].shape[:2]
     persons = [d["xyxy"] for d in json.loads((DATA / "models" / "expected_detections.json").read_text())
                ["results"]["sequence/000000.jpg"]["detections"] if d["name"] == "person"]
@@ -72,21 +74,34 @@ def test_prompt_and_click_are_followed_then_removed(ros_process, ros_probe):
             assert inst.track_age == pytest.approx(k * 0.1, abs=1e-6)
             assert mask_from_instance(inst, h, w).sum() == inst.area > 0
 
+    # no predicted IoU reaches 1: both objects are lost, published flagged with empty masks
+    set_params = ros_probe.create_client(SetParameters, "/mobilesam/set_parameters")
+    assert set_params.wait_for_service(timeout_sec=30)
+    fut = set_params.call_async(SetParameters.Request(
+        parameters=[Parameter("follow.min_pred_iou", value=1.0).to_parameter_msg()]))
+    assert wait_for(fut.done, 30) and fut.result().results[0].successful
+    pub.publish(image_msg(frames[11], *_stamp(11)))
+    assert wait_for(lambda: followed_at(11), 120), read_log(node)
+    lost = followed_at(11)[0].instances
+    assert [i.id for i in lost] == [42, CLICK_ID]
+    assert all(i.track_state == InstanceMask.TRACK_LOST and i.area == 0 and i.bbox.width == 0
+               and i.track_hits == 11 for i in lost)
+
     assert remove.wait_for_service(timeout_sec=30)
     fut = remove.call_async(RemoveObjects.Request(ids=[42, 7]))
     assert wait_for(fut.done, 30)
     assert list(fut.result().removed) == [42]
-    pub.publish(image_msg(frames[11], *_stamp(11)))
-    assert wait_for(lambda: followed_at(11), 120), read_log(node)
-    assert [i.id for i in followed_at(11)[0].instances] == [CLICK_ID]
+    pub.publish(image_msg(frames[12], *_stamp(12)))
+    assert wait_for(lambda: followed_at(12), 120), read_log(node)
+    assert [i.id for i in followed_at(12)[0].instances] == [CLICK_ID]
 
     fut = remove.call_async(RemoveObjects.Request(ids=[CLICK_ID]))
     assert wait_for(fut.done, 30) and list(fut.result().removed) == [CLICK_ID]
-    pub.publish(image_msg(frames[12], *_stamp(12)))
-    # a plain prompt on frame 12: its answer comes after frame 12 was encoded (and stepped)
-    prompt.header.stamp = Time(sec=_stamp(12)[0], nanosec=_stamp(12)[1])
+    pub.publish(image_msg(frames[13], *_stamp(13)))
+    # a plain prompt on frame 13: its answer comes after frame 13 was encoded (and stepped)
+    prompt.header.stamp = Time(sec=_stamp(13)[0], nanosec=_stamp(13)[1])
     prompt.objects[0].follow = False
     prompt.objects[0].id = 5
     publish_until(prompt_pub, prompt, lambda: any(i.id == 5 for a in answers for i in a.instances), node,
                   period=5.0)
-    assert followed_at(12) == []
+    assert followed_at(13) == []
