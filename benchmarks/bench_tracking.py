@@ -22,7 +22,6 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import replace
 
 import numpy as np
 
