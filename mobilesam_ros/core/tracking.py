@@ -3,7 +3,9 @@
 Each frame's instances are associated with the existing tracks by mask IoU, with box IoU and the
 detector class as small tie-breakers, in one optimal assignment (Hungarian,
 ``scipy.optimize.linear_sum_assignment``). A track's mask is moved by its constant-velocity
-prediction before it is compared, so fast objects and skipped frames still overlap.
+prediction before it is compared, so fast objects and skipped frames still overlap; the better of
+the predicted and the last-seen place counts. Masks too small for the grid (fewer than
+``MIN_CELLS`` samples) are compared by box IoU instead.
 
 Lifecycle (all durations in seconds from the frames' stamps, never frame counts, so it holds under
 ``every_n``, ``max_rate_hz`` and dropped frames):
@@ -40,12 +42,16 @@ TRACK_TENTATIVE = 1
 TRACK_CONFIRMED = 2
 TRACK_COASTING = 3
 
+# A mask with fewer samples on the coarse grid is compared by box IoU: a few cells give no IoU.
+MIN_CELLS = 4
+
 
 @dataclass(frozen=True)
 class TrackerConfig:
     """Every tracking threshold; the node's `tracking.*` parameters take their defaults from here.
 
-    iou_thresh: least mask IoU (predicted track mask vs instance) for a match.
+    iou_thresh: least mask IoU (track mask at its predicted or last-seen place vs instance) for a
+        match.
     confirm_hits: matched frames (including the first) before a track is confirmed; 1 = at once.
     max_age_s: seconds a confirmed track survives without a match (coasting), from its last match.
     grid_cells: masks are compared on a grid with at most this many samples along the longer side.
@@ -290,6 +296,9 @@ class Tracker:
             boxes_iou = box_iou_matrix(pred_boxes, det_boxes)
             miou = np.maximum(mask_iou_matrix(pred, det_coarse, _overlap(pred_boxes + slack, det_boxes)),
                               mask_iou_matrix(last, det_coarse, _overlap(last_boxes + slack, det_boxes)))
+            tiny = (_popcount(last.reshape(len(tracks), -1))[:, None] < MIN_CELLS) \
+                | (_popcount(det_coarse.reshape(n, -1))[None, :] < MIN_CELLS)
+            miou = np.where(tiny, np.maximum(boxes_iou, box_iou_matrix(last_boxes, det_boxes)), miou)
             same_cls = (np.array([t.class_id for t in tracks])[:, None] == inst.class_ids[None, :]) \
                 & (inst.class_ids[None, :] >= 0)
             score = np.where(miou >= cfg.iou_thresh,

@@ -137,6 +137,15 @@ def test_motion_model_keeps_ids_across_skipped_frames():
     assert len(set(run(0.0))) > 1  # the same frames without the motion model lose the object
 
 
+def test_objects_smaller_than_the_grid_are_matched_by_their_boxes():
+    # 6x6 px squares at 640x480 (grid stride 8: at most one sample each) moving 1 px per frame
+    hw = (480, 640)
+    tr = Tracker(TrackerConfig(grid_cells=80))
+    ids = [list(tr.update(rects(hw, [(100 + k, 50, 106 + k, 56), (300, 200 - k, 306, 206 - k)]),
+                          k * S // 10).ids) for k in range(5)]
+    assert ids == [[1, 2]] * 5
+
+
 def test_first_frame_numbers_instances_in_order_and_config_is_validated():
     tr = Tracker()
     out = tr.update(rects((50, 50), [(0, 0, 5, 5), (20, 20, 30, 30), (40, 0, 50, 9)]), 7)
