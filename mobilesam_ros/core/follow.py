@@ -7,7 +7,9 @@ decodes them in one batch (chunks of ``decode_chunk``). A result is *bad* when t
 predicted IoU is below ``min_pred_iou``, the mask is empty, or its area changed by more than a
 factor ``max_area_change`` from the last good mask; a bad result is not kept (the next frame
 re-prompts from the last good state again) and its object is reported lost. An object bad for longer than
-``lost_timeout_s`` seconds of stamps is dropped. At most ``max_objects`` are followed.
+``lost_timeout_s`` seconds of stamps is dropped. At most ``max_objects`` are followed. A lost
+object can be re-acquired from other instances of the frame (SegEvery's, in the node's mode
+`both`): :meth:`FollowSet.reacquire`.
 """
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from .instances import Instances
 from .postprocess import masks_to_boxes
 from .predictor import Prediction, SamPredictor
 from .prompts import ObjectPrompt
+from .tracking import box_iou_matrix
 
 __all__ = ["FollowConfig", "Followed", "FollowSet", "FollowResult", "follow_step"]
 
@@ -33,26 +37,30 @@ class FollowConfig:
     max_area_change: a mask whose area is more than this factor larger or smaller than the last
         good one is bad (a jump to the background or a collapse).
     lost_timeout_s: an object with no good mask for this many seconds of stamps is dropped.
+    reacquire_iou: least box IoU between a lost object's last good box and another instance for
+        :meth:`FollowSet.reacquire` to take it.
     """
 
     max_objects: int = 10
     min_pred_iou: float = 0.5
     max_area_change: float = 3.0
     lost_timeout_s: float = 2.0
+    reacquire_iou: float = 0.5
 
     def __post_init__(self) -> None:
         if self.max_objects < 1 or not 0.0 <= self.min_pred_iou <= 1.0 or self.max_area_change < 1.0 \
-                or self.lost_timeout_s < 0.0:
+                or self.lost_timeout_s < 0.0 or not 0.0 < self.reacquire_iou <= 1.0:
             raise ValueError(f"invalid FollowConfig {self}")
 
 
 @dataclass
 class Followed:
-    """One followed object's last good state. logits: (1, 256, 256) float32 low-res logits;
-    box: (4,) float32 xyxy px of its mask; stamps in ns."""
+    """One followed object's last good state. logits: (1, 256, 256) float32 low-res logits (None
+    after a re-acquisition: the box alone prompts); box: (4,) float32 xyxy px of its mask, x2/y2
+    one past the last pixel; stamps in ns."""
 
     id: int
-    logits: np.ndarray
+    logits: Optional[np.ndarray]
     box: np.ndarray
     area: int
     first_ns: int
@@ -119,8 +127,29 @@ class FollowSet:
         """The state of followed object i (KeyError if not followed)."""
         return self._objects[int(i)]
 
+    def reacquire(self, candidates: Instances) -> list[int]:
+        """Lost objects take the instance of `candidates` (e.g. this frame's SegEvery instances)
+        whose box overlaps their last good box most, at box IoU >= config.reacquire_iou, each
+        instance at most once (optimal assignment). A re-acquired object is re-prompted on the next
+        frame from that instance's box alone (its old logits describe its old place); it stays
+        lost, with its timeout running, until that gives a good mask. Returns the ids re-acquired."""
+        lost = [o for o in self._objects.values() if o.lost]
+        if not lost or not len(candidates):
+            return []
+        inclusive = np.array([0, 0, 1, 1], np.float32)  # candidates' boxes: SAM's x2/y2 inside
+        iou = box_iou_matrix(np.stack([o.box - inclusive for o in lost]), candidates.boxes)
+        rows, cols = linear_sum_assignment(iou, maximize=True)
+        out = []
+        for r, c in zip(rows, cols):
+            if iou[r, c] >= self.config.reacquire_iou:
+                o = lost[r]
+                o.box, o.logits, o.area = candidates.boxes[c] + inclusive, None, int(candidates.areas[c])
+                out.append(o.id)
+        return out
+
     def prompts(self) -> list[ObjectPrompt]:
-        """The re-prompts, in `ids` order: last good box + last good low-res logits."""
+        """The re-prompts, in `ids` order: last good box + last good low-res logits (the box alone
+        after a re-acquisition: another token layout, so a second decoder batch)."""
         return [ObjectPrompt(box=o.box, mask_input=o.logits) for o in self._objects.values()]
 
     def update(self, preds: Sequence[Prediction], stamp_ns: int, image_hw: tuple[int, int]) -> FollowResult:

@@ -22,7 +22,8 @@ from mobilesam_ros.msg import InstanceMaskArray
 from mobilesam_ros.ros.messages import instances_to_msg
 
 PARAM_FIELDS = {"follow.max_objects": "max_objects", "follow.min_pred_iou": "min_pred_iou",
-                "follow.max_area_change": "max_area_change", "follow.lost_timeout_s": "lost_timeout_s"}
+                "follow.max_area_change": "max_area_change", "follow.lost_timeout_s": "lost_timeout_s",
+                "follow.reacquire_iou": "reacquire_iou"}
 CLICK_ID_BASE = 1 << 31  # click-started objects get ids from here up: clear of prompt ids in use
 
 
@@ -67,14 +68,20 @@ class FollowAdapter:
             self._warn("follow_refused", f"not following ids {refused}: empty mask or "
                        f"follow.max_objects = {self._set.config.max_objects} reached")
 
-    def step(self, pipeline, stamp_ns: int, header, publisher) -> None:
-        """Re-prompt every followed object on the frame just encoded and publish them."""
+    def step(self, pipeline, stamp_ns: int, header, publisher,
+             segevery: Optional[Instances] = None) -> None:
+        """Re-prompt every followed object on the frame just encoded and publish them; lost ones
+        may be re-acquired from this frame's SegEvery instances (mode both)."""
         with self._lock:
             if not len(self._set):
                 return
             self._set.config = self._config()
             res = follow_step(pipeline.predictor, self._set, stamp_ns)
             lost = [self._set.get(i) for i in res.lost]
+            again = self._set.reacquire(segevery) if segevery is not None and lost else []
+        if again:
+            self._node.get_logger().info(f"re-acquired followed ids {again} from SegEvery instances",
+                                         throttle_duration_sec=5.0)
         if res.dropped:
             self._node.get_logger().info(f"stopped following ids {res.dropped}: no good mask for "
                                          f"{self._set.config.lost_timeout_s} s")

@@ -224,7 +224,7 @@ class MobileSamNode(LifecycleNode):
         tracks = self._tracking.update(inst, stamp)  # None: tracking.enabled is false
         ids = None if tracks is None else [int(i) for i in tracks.ids]
         self._publish(inst, header, InstanceMaskArray.MODE_SEGEVERY, ids, rgb, tracks)
-        self._follow.step(self._pipeline, stamp, header, self._pubs.get("followed"))
+        self._follow.step(self._pipeline, stamp, header, self._pubs.get("followed"), inst)
 
     def _process_prompt(self, item) -> None:
         kind, msg = item

@@ -152,6 +152,9 @@ PARAMS += (
           range=(1.0, 1e6)),
     Param("follow.lost_timeout_s", _FOL.lost_timeout_s, "a followed object with no good mask for "
           "this many seconds (of stamps) is dropped", range=(0.0, 3600.0)),
+    Param("follow.reacquire_iou", _FOL.reacquire_iou, "mode both: a lost followed object takes "
+          "the SegEvery instance whose box overlaps its last good box at least this much (box IoU) "
+          "and is re-prompted from that box", range=(0.01, 1.0)),
     Param("follow.clicks", False, "an RViz click (clicked_point) also starts following its object, "
           "under an id from 2147483648 up (the id its answer carries)"),
 )

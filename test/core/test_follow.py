@@ -58,6 +58,32 @@ def test_bad_results_are_lost_then_dropped_after_the_timeout_in_seconds():
     assert fs.remove([2, 9]) == [2] and len(fs) == 0
 
 
+def test_a_lost_object_is_reacquired_from_the_best_overlapping_instance():
+    from mobilesam_ros.core.instances import Instances
+
+    fs = FollowSet(FollowConfig(reacquire_iou=0.5))
+    fs.add([1, 2], [pred(0, 0, 10, 10), pred(30, 0, 40, 10)], 0)
+    fs.update([pred(0, 0, 10, 10, iou=0.1), pred(30, 0, 40, 10)], S // 10, HW)  # 1 lost, 2 good
+
+    def instances(*rects):
+        m = np.zeros((len(rects),) + HW, bool)
+        for k, (x0, y0, x1, y1) in enumerate(rects):
+            m[k, y0:y1, x0:x1] = True
+        return Instances.from_masks(m, np.ones(len(rects)))
+    # [2,12)x[0,10) overlaps object 1's [0,10)x[0,10) by 80 of 120 px (IoU 0.67);
+    # [5,15)x[5,15) by 25 of 175 (0.14); the third sits on object 2, which is not lost
+    assert fs.reacquire(instances((5, 5, 15, 15), (2, 0, 12, 10), (30, 0, 40, 10))) == [1]
+    p1, p2 = fs.prompts()
+    np.testing.assert_array_equal(p1.box, [2, 0, 12, 10])
+    assert p1.mask_input is None and p2.mask_input is not None
+    assert fs.get(1).lost and fs.get(1).area == 100
+    # nothing overlapping enough: nothing taken
+    fs2 = FollowSet(FollowConfig(reacquire_iou=0.5))
+    fs2.add([1], [pred(0, 0, 10, 10)], 0)
+    fs2.update([pred(0, 0, 0, 0)], S // 10, HW)
+    assert fs2.reacquire(instances((5, 5, 15, 15))) == []
+
+
 @pytest.mark.slow
 def test_follow_on_the_camera_sequence_batches_and_equals_single_decodes():
     from mobilesam_ros.core.backends.torch_backend import TorchBackend
