@@ -18,7 +18,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["mobilesam_ros", "mobilesam_ros.core*", "mobilesam_ros.distill*"]),
     # torch is pinned in requirements/core.txt: an unpinned torch pulls the CUDA build (GBs)
-    install_requires=["numpy>=1.26", "opencv-python-headless>=4.8", "tqdm", "PyYAML"],
+    install_requires=["numpy>=1.26", "opencv-python-headless>=4.8", "tqdm", "PyYAML", "scipy"],
     extras_require={
         "torch": ["torch==2.13.0"],
         "onnx": ["onnxruntime==1.32.0", "onnx==1.23.2"],

@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import RegionOfInterest
 
 from mobilesam_ros.core.instances import Instances
+from mobilesam_ros.core.tracking import TrackAssignment
 from mobilesam_ros.core.overlay import draw_overlay
 from mobilesam_ros.msg import InstanceMask, InstanceMaskArray
 from mobilesam_ros.ros.conversions import array_to_image_msg
@@ -21,8 +23,11 @@ def label_image(inst: Instances, ids: Sequence[int]) -> np.ndarray:
     return lut[inst.to_label_image(np.uint16)]
 
 
-def instances_to_msg(inst: Instances, header, mode: str, ids: Optional[Sequence[int]] = None) -> InstanceMaskArray:
-    """Instances -> InstanceMaskArray; ids default to 1..N (SegEvery), SegAny passes prompt ids."""
+def instances_to_msg(inst: Instances, header, mode: str, ids: Optional[Sequence[int]] = None,
+                     tracks: Optional[TrackAssignment] = None) -> InstanceMaskArray:
+    """Instances -> InstanceMaskArray; ids default to 1..N (SegEvery), SegAny passes prompt ids.
+    tracks: SegEvery tracks of the instances (fills track_state, track_hits, first_seen,
+    track_age; ids should then be tracks.ids); None leaves them TRACK_NONE / 0."""
     ids = list(range(1, len(inst) + 1)) if ids is None else [int(i) for i in ids]
     h, w = inst.image_hw
     out = InstanceMaskArray(header=header, image_width=int(w), image_height=int(h), mode=mode)
@@ -37,6 +42,11 @@ def instances_to_msg(inst: Instances, header, mode: str, ids: Optional[Sequence[
             bbox=RegionOfInterest(x_offset=x0, y_offset=y0, height=int(crop.shape[0]),
                                   width=int(crop.shape[1]), do_rectify=False),
             mask=array_to_image_msg(crop8.reshape(crop.shape), "mono8", header)))
+    if tracks is not None:
+        for m, state, hits, first, age in zip(out.instances, tracks.states, tracks.hits,
+                                              tracks.first_seen_ns, tracks.age_s):
+            m.track_state, m.track_hits, m.track_age = int(state), int(hits), float(age)
+            m.first_seen = Time(sec=int(first) // 1_000_000_000, nanosec=int(first) % 1_000_000_000)
     return out
 
 

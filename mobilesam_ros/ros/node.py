@@ -37,6 +37,8 @@ from mobilesam_ros.ros.conversions import array_to_image_msg
 from mobilesam_ros.ros.depth3d import Depth3D
 from mobilesam_ros.ros.messages import instances_to_msg, label_image, overlay_image
 from mobilesam_ros.ros.prompt_conversions import click_to_prompts, prompt_msg_to_prompts
+from mobilesam_ros.ros.follow_adapter import FollowAdapter
+from mobilesam_ros.ros.tracking_adapter import SegEveryTracking
 from mobilesam_ros.ros.worker import LatestFrameWorker
 
 WARN_PERIOD_S = 2.0
@@ -48,6 +50,8 @@ class MobileSamNode(LifecycleNode):
         forward_core_logging(self.get_logger())
         P.declare_all(self)
         self.add_on_set_parameters_callback(P.check_choices)
+        self._tracking = SegEveryTracking(self)  # one per process: ids are never reused
+        self._follow = FollowAdapter(self, self._warn)  # click-to-track; ~/remove_objects
         self._pipeline = None
         self._worker: Optional[LatestFrameWorker] = None
         self._subs: list = []
@@ -86,6 +90,7 @@ class MobileSamNode(LifecycleNode):
             "instances": self.create_lifecycle_publisher(InstanceMaskArray, "~/instances", 10),
             "label": self.create_lifecycle_publisher(Image, "~/label_image", 10),
             "overlay": self.create_lifecycle_publisher(Image, "~/overlay", 10),
+            "followed": self.create_lifecycle_publisher(InstanceMaskArray, "~/followed", 10),
         }
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._depth3d = Depth3D(self, self._warn)  # 3D outputs; creates nothing while 3D is off
@@ -138,6 +143,7 @@ class MobileSamNode(LifecycleNode):
         if getattr(self, "_diag_pub", None) is not None:
             self.destroy_publisher(self._diag_pub)
             self._diag_pub = None
+        self._follow.clear()  # their cached frames go with the model
         if self._pipeline is not None:
             self._pipeline.close()
             self._pipeline = None
@@ -210,11 +216,15 @@ class MobileSamNode(LifecycleNode):
         self._remember_header(stamp, header)
         if mode == "segany":
             self._pipeline.encode(rgb, stamp)
+            self._follow.step(self._pipeline, stamp, header, self._pubs.get("followed"))
             return
         self._pipeline.set_detector_thresholds(self.get_parameter("detector.conf").value,
                                                self.get_parameter("detector.iou").value)
         inst = self._pipeline.segment_every(rgb, stamp, self._filters())
-        self._publish(inst, header, InstanceMaskArray.MODE_SEGEVERY, None, rgb)
+        tracks = self._tracking.update(inst, stamp)  # None: tracking.enabled is false
+        ids = None if tracks is None else [int(i) for i in tracks.ids]
+        self._publish(inst, header, InstanceMaskArray.MODE_SEGEVERY, ids, rgb, tracks)
+        self._follow.step(self._pipeline, stamp, header, self._pubs.get("followed"), inst)
 
     def _process_prompt(self, item) -> None:
         kind, msg = item
@@ -231,7 +241,9 @@ class MobileSamNode(LifecycleNode):
         header = self._headers.get(stamp)
         if header is None:  # frame encoded but its header already rotated out: rebuild from stamp
             header = msg.header
+        ids = self._follow.answer_ids(kind, ids)
         self._publish(inst, header, InstanceMaskArray.MODE_SEGANY, ids, pipe.frame_image(stamp))
+        self._follow.add(pipe, kind, msg, stamp, objects, ids)
 
     def _tolerance_ns(self) -> int:
         return int(self.get_parameter("segany.stamp_tolerance").value * 1e9)
@@ -241,11 +253,11 @@ class MobileSamNode(LifecycleNode):
 
         return FilterConfig.from_params(P.read_all(self))
 
-    def _publish(self, inst, header, mode: str, ids, rgb) -> None:
+    def _publish(self, inst, header, mode: str, ids, rgb, tracks=None) -> None:
         if not self._pubs:
             return
         ids = list(range(1, len(inst) + 1)) if ids is None else ids
-        self._pubs["instances"].publish(instances_to_msg(inst, header, mode, ids))
+        self._pubs["instances"].publish(instances_to_msg(inst, header, mode, ids, tracks))
         labels = label_image(inst, ids)
         self._pubs["label"].publish(array_to_image_msg(labels, "mono16", header))
         if self._pubs["overlay"].get_subscription_count() > 0 and rgb is not None:

@@ -12,6 +12,8 @@ from typing import Any, Optional
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
 from mobilesam_ros.core.geometry3d import Extract3DConfig
+from mobilesam_ros.core.follow import FollowConfig
+from mobilesam_ros.core.tracking import TrackerConfig
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,46 @@ PARAMS += (
           "aspect, other size: masks and K are scaled", range=(0.0, 1.0)),
     Param("depth.points_stride", 2, "~/points keeps the points on every Nth depth row and column "
           "(decimation; only computed while ~/points has subscribers)", range=(1, 64)),
+)
+# SegEvery tracks (ros/tracking_adapter.py, core/tracking.py); defaults are core TrackerConfig's
+_TRK = TrackerConfig()
+PARAMS += (
+    Param("tracking.enabled", True, "SegEvery keeps instance ids across frames: InstanceMask.id is "
+          "the track id, with track_state, track_hits, first_seen and track_age; false: ids 1..N "
+          "per frame"),
+    Param("tracking.iou_thresh", _TRK.iou_thresh, "least mask IoU between a track (moved by its "
+          "predicted motion, or where last seen) and an instance for the instance to keep its id",
+          range=(0.01, 1.0)),
+    Param("tracking.confirm_hits", _TRK.confirm_hits, "processed frames a new id must be matched in "
+          "before it is TRACK_CONFIRMED (1 = at once)", range=(1, 1000)),
+    Param("tracking.max_age_s", _TRK.max_age_s, "seconds (of stamps, not frames) a confirmed object "
+          "may go unseen and still keep its id", range=(0.0, 3600.0)),
+    Param("tracking.velocity_smoothing", _TRK.velocity_smoothing, "weight of the newest "
+          "measurement in each track's averaged velocity (px/s); 0 = no motion prediction",
+          range=(0.0, 1.0)),
+    Param("tracking.grid_cells", _TRK.grid_cells, "masks are compared on a grid of at most this "
+          "many samples along the longer image side (a change starts the tracks over)",
+          range=(8, 4096)),
+    Param("tracking.max_tracks", _TRK.max_tracks, "live tracks kept at most (unseen ones matched "
+          "longest ago go first)", range=(1, 1000000)),
+)
+# SegAny click-to-track (ros/follow_adapter.py, core/follow.py); defaults are core FollowConfig's
+_FOL = FollowConfig()
+PARAMS += (
+    Param("follow.max_objects", _FOL.max_objects, "objects followed at once (PromptObject.follow, "
+          "clicks with follow.clicks); more are refused with a warning", range=(1, 1000)),
+    Param("follow.min_pred_iou", _FOL.min_pred_iou, "a followed object's re-prompted mask whose "
+          "predicted IoU is below this is not good (not published, not kept)", range=(0.0, 1.0)),
+    Param("follow.max_area_change", _FOL.max_area_change, "a followed object's mask whose area "
+          "grew or shrank by more than this factor since its last good mask is not good",
+          range=(1.0, 1e6)),
+    Param("follow.lost_timeout_s", _FOL.lost_timeout_s, "a followed object with no good mask for "
+          "this many seconds (of stamps) is dropped", range=(0.0, 3600.0)),
+    Param("follow.reacquire_iou", _FOL.reacquire_iou, "mode both: a lost followed object takes "
+          "the SegEvery instance whose box overlaps its last good box at least this much (box IoU) "
+          "and is re-prompted from that box", range=(0.01, 1.0)),
+    Param("follow.clicks", False, "an RViz click (clicked_point) also starts following its object, "
+          "under an id from 2147483648 up (the id its answer carries)"),
 )
 _BY_NAME = {p.name: p for p in PARAMS}
 
