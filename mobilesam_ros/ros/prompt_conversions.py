@@ -5,7 +5,7 @@ import numpy as np
 
 from mobilesam_ros.core.embedding_cache import FrameNotCachedError, stamp_to_ns
 from mobilesam_ros.core.prompts import ObjectPrompt, PromptError, make_prompt
-from mobilesam_ros.core.image_codec import ImageMessageError, image_msg_to_array
+from mobilesam_ros.core.image_codec import MASK_ENCODINGS, ImageMessageError, image_msg_to_array
 
 
 def _mask_input(img) -> np.ndarray | None:
@@ -14,7 +14,7 @@ def _mask_input(img) -> np.ndarray | None:
     if img.encoding != "32FC1" or (img.height, img.width) != (256, 256):
         raise PromptError(f"mask_input must be a 32FC1 256x256 image, got {img.encoding} {img.width}x{img.height}")
     try:
-        return image_msg_to_array(img).reshape(1, 256, 256)
+        return image_msg_to_array(img, encodings=MASK_ENCODINGS).reshape(1, 256, 256)
     except ImageMessageError as exc:
         raise PromptError(f"mask_input: {exc}") from exc
 
