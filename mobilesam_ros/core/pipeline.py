@@ -6,7 +6,7 @@ detector and the grid generator; the node only converts messages to arrays and b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -118,12 +118,14 @@ class SegmentationPipeline:
     def frame_image(self, stamp_ns: int) -> Optional[np.ndarray]:
         return self.predictor.frame(stamp_ns).embedding.image
 
-    def segment_prompts(self, prompts: Sequence[ObjectPrompt], stamp_ns: int) -> Instances:
-        """One instance per prompt object, in order, decoded against the cached frame stamp_ns."""
+    def segment_prompts(self, prompts: Sequence[ObjectPrompt], stamp_ns: int,
+                        check: Optional[Callable[[int, int], None]] = None) -> Instances:
+        """One instance per prompt object, in order, decoded against the cached frame stamp_ns.
+        check(done, total) runs between decoder chunks and may raise to abandon the batch."""
         h, w = self.frame_size(stamp_ns)
         if not prompts:
             return Instances.empty((h, w))
-        preds = self.predictor.predict_batch(prompts, stamp_ns)
+        preds = self.predictor.predict_batch(prompts, stamp_ns, check=check)
         return Instances.from_masks(np.stack([p.masks[0] for p in preds]), np.array([p.iou[0] for p in preds]),
                                     stability=np.array([p.stability[0] for p in preds]))
 
