@@ -40,6 +40,15 @@ def golden():
 
 
 @pytest.fixture(scope="session")
+def seed2_golden():
+    """golden_seed2.npz: official SamPredictor outputs with the image-sensitive mobile_sam_seed2.pt,
+    with BGR (`bgr_*`) and mirrored (`flip_*`) controls (fixtures/README.md)."""
+    import numpy as np
+
+    return dict(np.load(shared_path("fixtures", "golden_seed2.npz")))
+
+
+@pytest.fixture(scope="session")
 def sam():
     """The seeded official-format MobileSAM (mobile_sam_seed1.pt), loaded by the project's loader.
     Shared: tests must not modify it."""
