@@ -40,7 +40,7 @@ from mobilesam_ros.ros.worker import Abandoned, LatestFrameWorker
 WARN_PERIOD_S = 2.0
 # On SIGINT/SIGTERM the worker gets this long to leave its item (prompt batches stop between
 # decoder chunks); 1.5 s keeps the whole exit under 2 s.
-SHUTDOWN_JOIN_S = 1.5
+SHUTDOWN_JOIN_S = 1.0
 
 
 class MobileSamNode(LifecycleNode):
@@ -239,6 +239,8 @@ class MobileSamNode(LifecycleNode):
         try:
             inst = pipe.segment_prompts(objects, stamp, self._batch_check())
         except Abandoned as exc:
+            if self._worker is None or self._worker.stopping:
+                return  # shutting down: rosout may already be gone, and nothing is wrong
             self._warn(f"{kind}_abandoned", f"{kind} with {len(objects)} objects abandoned unanswered: {exc}")
             return
         header = self._headers.get(stamp)
@@ -311,14 +313,17 @@ def main(args=None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    finally:
-        if not node._stop_processing(SHUTDOWN_JOIN_S):
-            # The worker is inside one model call that cannot be interrupted (an encoder pass).
-            # Finalising the interpreter under it aborts in torch's C++ teardown ("terminate called
-            # without an active exception", exit -6), so leave without that teardown.
-            print("mobilesam: worker still busy at shutdown; exiting without waiting", file=sys.stderr)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
+    except BaseException:
+        node._stop_processing(SHUTDOWN_JOIN_S)
+        raise
+    if node._stop_processing(SHUTDOWN_JOIN_S):
         node.destroy_node()
         rclpy.try_shutdown()
+    else:
+        print("mobilesam: worker still inside a model call at shutdown; not waiting for it", file=sys.stderr)
+    # Skip the interpreter's teardown: with the worker abandoned inside torch it aborts in C++
+    # ("terminate called without an active exception", exit -6), and even when idle, unloading
+    # torch takes seconds on a busy CPU. Everything the node holds dies with the process.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -43,7 +43,7 @@ def log_count(proc, needle) -> int:
 @pytest.fixture
 def busy_node(ros_process, ros_probe):
     def start(**params):
-        proc = ros_process(node_argv(mode="both", **{"image.reliable": True, **params}), name="node")
+        proc = ros_process(node_argv(**{"mode": "both", "image.reliable": True, **params}), name="node")
         client = FuzzClient(ros_probe, proc, read_rgb(FRAME))
         client.wait_ready()
         return client
