@@ -1,0 +1,76 @@
+"""On-demand fuzz of the mobilesam node (issue 12): every hostile class N times (default 1000),
+a valid frame answered after each class, the node alive and its peak RSS under the README bound.
+
+    source scripts/activate.sh && python -P tools/fuzz_node.py --n 1000
+
+Starts the node (seed checkpoint, YOLOv8n, mode both, reliable images) in its own DDS domain and
+prints one line per class; JSON in out/fuzz_node.json. Needs ../shared (fixtures and data)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "test"), str(ROOT / "test" / "ros")]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000, help="messages per class (default 1000)")
+    ap.add_argument("--seed", type=int, default=12)
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds for the valid frame after a class")
+    ap.add_argument("--classes", nargs="*", help="subset of classes (default: all)")
+    ap.add_argument("--out", default=str(ROOT / "out" / "fuzz_node.json"))
+    args = ap.parse_args(argv)
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    import hostile
+    from conftest import DATA
+    from fuzz import FuzzClient, run
+    from nodeutil import node_argv, read_rgb
+    from test_node_reliability import PEAK_RSS_BOUND_MB
+
+    env = {**os.environ, "ROS_DOMAIN_ID": str(random.randint(102, 200)), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    os.environ.update(env)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    log = open(Path(args.out).with_suffix(".node.log"), "wb")
+    proc = subprocess.Popen(node_argv(mode="both", **{"image.reliable": True}), env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(env["ROS_DOMAIN_ID"]))
+    probe = rclpy.create_node("fuzz_client", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(probe)
+    threading.Thread(target=ex.spin, daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        client = FuzzClient(probe, proc, read_rgb(str(DATA / "sequence" / "000000.jpg")))
+        results = run(client, args.n, args.seed, args.timeout, args.classes or list(hostile.CLASSES))
+        ok = proc.poll() is None and max(r.peak_rss_mb for r in results) < PEAK_RSS_BOUND_MB
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        ex.shutdown(timeout_sec=5)
+        ctx.try_shutdown()
+    summary = {"n_per_class": args.n, "seed": args.seed, "wall_s": time.monotonic() - t0,
+               "rss_bound_mib": PEAK_RSS_BOUND_MB, "node_exit_code": proc.returncode, "ok": ok,
+               "classes": [asdict(r) for r in results]}
+    Path(args.out).write_text(json.dumps(summary, indent=1))
+    print(f"{'OK' if ok else 'FAILED'}: {len(results)} classes x {args.n} in {summary['wall_s']:.0f} s, "
+          f"peak RSS {max(r.peak_rss_mb for r in results):.0f} MiB (bound {PEAK_RSS_BOUND_MB}); node exit "
+          f"{proc.returncode}; {args.out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
