@@ -15,7 +15,7 @@ from .instances import Instances
 from .postprocess import mask_nms
 from .predictor import SamPredictor
 from .prompts import ObjectPrompt
-from .segevery import decode_boxes
+from .segevery import decode_boxes, decode_prompts
 
 
 @dataclass
@@ -122,12 +122,7 @@ class SegmentationPipeline:
                         check: Optional[Callable[[int, int], None]] = None) -> Instances:
         """One instance per prompt object, in order, decoded against the cached frame stamp_ns.
         check(done, total) runs between decoder chunks and may raise to abandon the batch."""
-        h, w = self.frame_size(stamp_ns)
-        if not prompts:
-            return Instances.empty((h, w))
-        preds = self.predictor.predict_batch(prompts, stamp_ns, check=check)
-        return Instances.from_masks(np.stack([p.masks[0] for p in preds]), np.array([p.iou[0] for p in preds]),
-                                    stability=np.array([p.stability[0] for p in preds]))
+        return decode_prompts(self.predictor, list(prompts), stamp_ns, check=check)
 
     def close(self) -> None:
         """Drop the model and cached frames (the node's cleanup)."""
