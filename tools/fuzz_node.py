@@ -22,6 +22,35 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "test"), str(ROOT / "test" / "ros")]
 
 
+def worst_case(client, timeout: float, rounds: int = 3) -> list:
+    """The largest admitted frame (image.max_pixels = 4096 x 2048, noise), answered in mode both, then
+    `rounds` prompts of segany.max_objects boxes covering the whole frame (full-size masks)."""
+    import numpy as np
+    from fuzz import ClassResult, peak_rss_mb
+    from hostile import _prompt
+    from mobilesam_ros.msg import PromptObject
+    from mobilesam_ros.ros.params import PARAMS
+
+    limits = {p.name: p.default for p in PARAMS}
+    h, w = 2048, limits["image.max_pixels"] // 2048
+    client.wait_ready()
+    client.valid_rgb = np.random.default_rng(0).integers(0, 255, (h, w, 3), np.uint8)
+    t = client.valid_frame(timeout)
+    out = [ClassResult(f"frame {w}x{h}", 1, t, peak_rss_mb(client.proc.pid))]
+    box = np.array([0, 0, w, h], np.float32)
+    for r in range(rounds):
+        n0 = len(client.answers)
+        client.pubs["prompt"].publish(_prompt(client.sec, [PromptObject(id=i + 1, has_box=True, box=box)
+                                                           for i in range(limits["segany.max_objects"])])[1])
+        t0 = time.monotonic()
+        while len(client.answers) == n0 and time.monotonic() - t0 < timeout and client.proc.poll() is None:
+            time.sleep(0.05)
+        out.append(ClassResult(f"prompt round {r}", limits["segany.max_objects"], time.monotonic() - t0,
+                               peak_rss_mb(client.proc.pid)))
+        print(out[-1])
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="messages per class (default 1000)")
@@ -29,6 +58,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds for the valid frame after a class")
     ap.add_argument("--classes", nargs="*", help="subset of classes (default: all)")
     ap.add_argument("--out", default=str(ROOT / "out" / "fuzz_node.json"))
+    ap.add_argument("--worst-case", action="store_true", help="instead: a frame of image.max_pixels, then "
+                    "rounds of segany.max_objects full-image boxes; reports the peak RSS")
     args = ap.parse_args(argv)
 
     import rclpy
@@ -44,7 +75,9 @@ def main(argv=None) -> int:
     os.environ.update(env)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     log = open(Path(args.out).with_suffix(".node.log"), "wb")
-    proc = subprocess.Popen(node_argv(mode="both", **{"image.reliable": True}), env=env, stdout=log,
+    # worst case: the budget must not cut the largest prompt short, or its answer would never exist
+    extra = {"segany.max_batch_s": 3600.0} if args.worst_case else {}
+    proc = subprocess.Popen(node_argv(mode="both", **{"image.reliable": True, **extra}), env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=int(env["ROS_DOMAIN_ID"]))
@@ -55,7 +88,10 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     try:
         client = FuzzClient(probe, proc, read_rgb(str(DATA / "sequence" / "000000.jpg")))
-        results = run(client, args.n, args.seed, args.timeout, args.classes or list(hostile.CLASSES))
+        if args.worst_case:
+            results = worst_case(client, args.timeout)
+        else:
+            results = run(client, args.n, args.seed, args.timeout, args.classes or list(hostile.CLASSES))
         ok = proc.poll() is None and max(r.peak_rss_mb for r in results) < PEAK_RSS_BOUND_MB
     finally:
         proc.terminate()
