@@ -84,7 +84,8 @@ def main(argv=None) -> int:
     probe = rclpy.create_node("fuzz_client", context=ctx)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(probe)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner.start()
     t0 = time.monotonic()
     try:
         client = FuzzClient(probe, proc, read_rgb(str(DATA / "sequence" / "000000.jpg")))
@@ -96,7 +97,9 @@ def main(argv=None) -> int:
     finally:
         proc.terminate()
         proc.wait(30)
-        ex.shutdown(timeout_sec=5)
+        ex.shutdown(timeout_sec=5)  # stop executor -> join its thread -> destroy node -> shut down
+        spinner.join(timeout=5)
+        probe.destroy_node()
         ctx.try_shutdown()
     summary = {"n_per_class": args.n, "seed": args.seed, "wall_s": time.monotonic() - t0,
                "rss_bound_mib": PEAK_RSS_BOUND_MB, "node_exit_code": proc.returncode, "ok": ok,

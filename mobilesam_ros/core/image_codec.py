@@ -167,7 +167,13 @@ def compressed_msg_to_rgb(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     data = bytes(msg.data)
     if not data:
         raise ImageMessageError("empty CompressedImage data")
-    w, h = compressed_size(data)
+    try:
+        w, h = compressed_size(data)
+    except UnsupportedImageEncodingError:
+        raise
+    except ImageMessageError as exc:
+        raise ImageMessageError(f"could not decode CompressedImage (format {str(msg.format)[:40]!r}, "
+                                f"{len(data)} bytes): {exc}") from exc
     if w == 0 or h == 0:
         raise ImageMessageError(f"empty image ({w}x{h}) in the CompressedImage header")
     if w * h > max_pixels:
