@@ -39,11 +39,13 @@ def worst_case(client, timeout: float, rounds: int = 3) -> list:
     out = [ClassResult(f"frame {w}x{h}", 1, t, peak_rss_mb(client.proc.pid))]
     box = np.array([0, 0, w, h], np.float32)
     for r in range(rounds):
-        n0 = len(client.answers)
+        def segany():
+            return sum(a.mode == "segany" for a in client.answers)
+        n0 = segany()
         client.pubs["prompt"].publish(_prompt(client.sec, [PromptObject(id=i + 1, has_box=True, box=box)
                                                            for i in range(limits["segany.max_objects"])])[1])
         t0 = time.monotonic()
-        while len(client.answers) == n0 and time.monotonic() - t0 < timeout and client.proc.poll() is None:
+        while segany() == n0 and time.monotonic() - t0 < timeout and client.proc.poll() is None:
             time.sleep(0.05)
         out.append(ClassResult(f"prompt round {r}", limits["segany.max_objects"], time.monotonic() - t0,
                                peak_rss_mb(client.proc.pid)))
