@@ -106,10 +106,10 @@ def test_documented_inputs_limits_and_throttle(busy_node, seed2_golden):
 
     def item2_limits():
         # 2. limits on one message: objects, points -> one warning each, nothing decoded
-        c.pubs["prompt"].publish(hostile.too_many_objects(np.random.default_rng(0), 10, limit=3000)[1])
+        c.pubs["prompt"].publish(hostile.too_many_objects(np.random.default_rng(0), c.sec, limit=3000)[1])
         assert wait_for(lambda: "over the limit of 3000 (segany.max_objects)" in read_log(c.proc), 60), read_log(c.proc)
         time.sleep(2.2)  # same kind of warning (a refused prompt): one per 2 s
-        c.pubs["prompt"].publish(hostile.too_many_points(np.random.default_rng(0), 10)[1])
+        c.pubs["prompt"].publish(hostile.too_many_points(np.random.default_rng(0), c.sec)[1])
         assert wait_for(lambda: "over the limit of 64 (segany.max_points)" in read_log(c.proc), 30), read_log(c.proc)
 
     def item2_9_budget_memory():
@@ -174,9 +174,10 @@ def test_documented_inputs_limits_and_throttle(busy_node, seed2_golden):
         assert 1 <= lines <= periods + 2, f"{lines} warning lines in {periods * 2:.1f} s"
 
     # Every item runs even when an earlier one fails, so one run shows which defects are present;
-    # the budget item goes last: without a budget the node stays busy for minutes.
+    # the object-limit and budget items go last: without them the node stays busy for minutes.
     failed = {}
-    for item in (item1_mask_input, item7_large_ids, item2_limits, item3_step, item4_compressed_bomb, item5_extreme_aspect, item6_throttle, item2_9_budget_memory):
+    for item in (item1_mask_input, item7_large_ids, item3_step, item4_compressed_bomb, item5_extreme_aspect,
+                 item6_throttle, item2_limits, item2_9_budget_memory):
         try:
             item()
         except AssertionError as exc:
