@@ -141,15 +141,15 @@ def read_log(proc) -> str:
         return f.read()
 
 
-@pytest.fixture
-def ros_probe(ros_env):
-    """In-test node on its own Context in the test's domain, spun in a daemon thread."""
+@contextlib.contextmanager
+def spun_node(domain_id: int, name: str = "test_probe"):
+    """An rclpy node on its own Context in `domain_id`, spun in a daemon thread (tests, tools)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
-    node = rclpy.create_node("test_probe", context=ctx)
+    rclpy.init(context=ctx, domain_id=domain_id)
+    node = rclpy.create_node(name, context=ctx)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     th = threading.Thread(target=ex.spin, daemon=True)
@@ -161,3 +161,10 @@ def ros_probe(ros_env):
         th.join(timeout=5)
         node.destroy_node()
         ctx.try_shutdown()
+
+
+@pytest.fixture
+def ros_probe(ros_env):
+    """In-test node on its own Context in the test's domain, spun in a daemon thread."""
+    with spun_node(int(ros_env["ROS_DOMAIN_ID"])) as node:
+        yield node

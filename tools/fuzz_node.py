@@ -13,7 +13,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -64,11 +63,8 @@ def main(argv=None) -> int:
                     "rounds of segany.max_objects full-image boxes; reports the peak RSS")
     args = ap.parse_args(argv)
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
     import hostile
-    from conftest import DATA
+    from conftest import DATA, spun_node
     from fuzz import FuzzClient, run
     from nodeutil import node_argv, read_rgb
     from test_node_reliability import PEAK_RSS_BOUND_MB
@@ -81,33 +77,24 @@ def main(argv=None) -> int:
     extra = {"segany.max_batch_s": 3600.0} if args.worst_case else {}
     proc = subprocess.Popen(node_argv(mode="both", **{"image.reliable": True, **extra}), env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=int(env["ROS_DOMAIN_ID"]))
-    probe = rclpy.create_node("fuzz_client", context=ctx)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(probe)
-    spinner = threading.Thread(target=ex.spin, daemon=True)
-    spinner.start()
     t0 = time.monotonic()
     try:
-        client = FuzzClient(probe, proc, read_rgb(str(DATA / "sequence" / "000000.jpg")))
-        if args.worst_case:
-            results = worst_case(client, args.timeout)
-        else:
-            results = run(client, args.n, args.seed, args.timeout, args.classes or list(hostile.CLASSES))
+        with spun_node(int(env["ROS_DOMAIN_ID"]), "fuzz_client") as probe:
+            client = FuzzClient(probe, proc, read_rgb(str(DATA / "sequence" / "000000.jpg")))
+            if args.worst_case:
+                results = worst_case(client, args.timeout)
+            else:
+                results = run(client, args.n, args.seed, args.timeout, args.classes or list(hostile.CLASSES))
         ok = proc.poll() is None and max(r.peak_rss_mb for r in results) < PEAK_RSS_BOUND_MB
     finally:
         proc.terminate()
         proc.wait(30)
-        ex.shutdown(timeout_sec=5)  # stop executor -> join its thread -> destroy node -> shut down
-        spinner.join(timeout=5)
-        probe.destroy_node()
-        ctx.try_shutdown()
     summary = {"n_per_class": args.n, "seed": args.seed, "wall_s": time.monotonic() - t0,
                "rss_bound_mib": PEAK_RSS_BOUND_MB, "node_exit_code": proc.returncode, "ok": ok,
                "classes": [asdict(r) for r in results]}
     Path(args.out).write_text(json.dumps(summary, indent=1))
-    print(f"{'OK' if ok else 'FAILED'}: {len(results)} classes x {args.n} in {summary['wall_s']:.0f} s, "
+    what = "worst case" if args.worst_case else f"classes x {args.n}"
+    print(f"{'OK' if ok else 'FAILED'}: {len(results)} steps ({what}) in {summary['wall_s']:.0f} s, "
           f"peak RSS {max(r.peak_rss_mb for r in results):.0f} MiB (bound {PEAK_RSS_BOUND_MB}); node exit "
           f"{proc.returncode}; {args.out}")
     return 0 if ok else 1
