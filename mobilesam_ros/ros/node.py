@@ -39,7 +39,7 @@ from mobilesam_ros.ros.worker import Abandoned, LatestFrameWorker
 
 WARN_PERIOD_S = 2.0
 # On SIGINT/SIGTERM the worker gets this long to leave its item (prompt batches stop between
-# decoder chunks); 1.5 s keeps the whole exit under 2 s.
+# decoder chunks); the rest of the exit fits in the remaining second of the 2 s promised.
 SHUTDOWN_JOIN_S = 1.0
 
 
