@@ -54,7 +54,7 @@ def overhead(size, repeat: int) -> dict:
         inst = state["inst"]
         ids = list(range(1, len(inst) + 1))
         instances_to_msg(inst, header, "segevery", ids)
-        labels = label_image(inst, ids)
+        labels = label_image(inst)
         array_to_image_msg(labels, "mono16", header)
         array_to_image_msg(overlay_image(state["rgb"], inst, labels, ids, 0.5), "rgb8", header)
 

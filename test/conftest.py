@@ -62,6 +62,15 @@ def golden():
 
 
 @pytest.fixture(scope="session")
+def seed2_golden():
+    """golden_seed2.npz: official SamPredictor outputs with the image-sensitive mobile_sam_seed2.pt,
+    with BGR (`bgr_*`) and mirrored (`flip_*`) controls (fixtures/README.md)."""
+    import numpy as np
+
+    return dict(np.load(shared_path("fixtures", "golden_seed2.npz")))
+
+
+@pytest.fixture(scope="session")
 def sam():
     """The seeded official-format MobileSAM (mobile_sam_seed1.pt), loaded by the project's loader.
     Shared: tests must not modify it."""
@@ -154,15 +163,15 @@ def read_log(proc) -> str:
         return f.read()
 
 
-@pytest.fixture
-def ros_probe(ros_env):
-    """In-test node on its own Context in the test's domain, spun in a daemon thread."""
+@contextlib.contextmanager
+def spun_node(domain_id: int, name: str = "test_probe"):
+    """An rclpy node on its own Context in `domain_id`, spun in a daemon thread (tests, tools)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
-    node = rclpy.create_node("test_probe", context=ctx)
+    rclpy.init(context=ctx, domain_id=domain_id)
+    node = rclpy.create_node(name, context=ctx)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     th = threading.Thread(target=ex.spin, daemon=True)
@@ -174,3 +183,10 @@ def ros_probe(ros_env):
         th.join(timeout=5)
         node.destroy_node()
         ctx.try_shutdown()
+
+
+@pytest.fixture
+def ros_probe(ros_env):
+    """In-test node on its own Context in the test's domain, spun in a daemon thread."""
+    with spun_node(int(ros_env["ROS_DOMAIN_ID"])) as node:
+        yield node

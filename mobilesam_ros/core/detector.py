@@ -67,7 +67,8 @@ def letterbox(image: np.ndarray, new_hw: tuple[int, int], stride: int = 0
     h, w = image.shape[:2]
     r = min(new_hw[0] / h, new_hw[1] / w)
     # Python's round() (half to even) as Ultralytics does, so sizes match theirs exactly.
-    new_w, new_h = int(round(w * r)), int(round(h * r))
+    # At least 1 px: a side that rounds to 0 (e.g. 4000x2 into 640) would make cv2.resize assert.
+    new_w, new_h = max(1, int(round(w * r))), max(1, int(round(h * r)))
     dw, dh = new_hw[1] - new_w, new_hw[0] - new_h
     if stride:
         dw, dh = dw % stride, dh % stride

@@ -16,11 +16,17 @@ _ENCODINGS = {
     "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4), "8UC4": (np.uint8, 4),
     "rgb16": (np.uint16, 3), "bgr16": (np.uint16, 3),
 }
-MAX_PIXELS = 8192 * 8192  # a frame larger than this is a corrupt header, not a camera
+# Decoded-array encodings accepted for SegAny mask prompts only (never as camera frames).
+MASK_ENCODINGS = {"32FC1": (np.float32, 1)}
+MAX_PIXELS = 8192 * 8192  # default bound: a frame larger than this is a corrupt header, not a camera
 
 
 class ImageMessageError(ValueError):
     """An image message that cannot be turned into an RGB array."""
+
+
+class ImageTooLargeError(ImageMessageError):
+    """The image (raw, or compressed once decoded) has more pixels than the configured limit."""
 
 
 class UnsupportedImageEncodingError(ImageMessageError):
@@ -31,32 +37,37 @@ class UnsupportedImageEncodingError(ImageMessageError):
     """
 
 
-def image_msg_to_array(msg, encodings: dict | None = None) -> np.ndarray:
+def image_msg_to_array(msg, max_pixels: int = MAX_PIXELS, encodings: dict | None = None) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, C) or (H, W) array in the message's own channel order.
 
-    `encodings` (default: the camera encodings) maps encoding -> (dtype, channels)."""
+    `encodings` (default: the camera encodings) maps encoding -> (dtype, channels). Size, `step`
+    and data length are checked before anything is allocated; the result is a fresh array of
+    exactly H*W*C elements (it never keeps `msg.data` alive, whatever `step` or padding it has).
+    """
     table = _ENCODINGS if encodings is None else encodings
     if msg.encoding not in table:
+        shown = msg.encoding if len(msg.encoding) <= 40 else msg.encoding[:40] + "..."
         raise UnsupportedImageEncodingError(
-            f"unsupported encoding {msg.encoding!r} (supported: {', '.join(sorted(table))})")
+            f"unsupported encoding {shown!r} (supported: {', '.join(sorted(table))})")
     dtype, ch = table[msg.encoding]
     h, w = int(msg.height), int(msg.width)
     if h == 0 or w == 0:
         raise ImageMessageError(f"empty image ({w}x{h})")
-    if h * w > MAX_PIXELS:
-        raise ImageMessageError(f"image {w}x{h} exceeds the {MAX_PIXELS} pixel limit")
+    if h * w > max_pixels:
+        raise ImageTooLargeError(f"image {w}x{h} exceeds the {max_pixels} pixel limit")
     dt = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
     row = w * ch * dt.itemsize
-    if msg.step < row:
-        raise ImageMessageError(f"step {msg.step} < width*channels*bytes = {row} for {msg.encoding} {w}x{h}")
-    need = msg.step * (h - 1) + row
+    step = int(msg.step)
+    if step < row:
+        raise ImageMessageError(f"step {step} < width*channels*bytes = {row} for {msg.encoding} {w}x{h}")
+    need = step * (h - 1) + row  # the last row may legally omit its padding
     buf = np.frombuffer(msg.data, dtype=np.uint8)
     if buf.size < need:
-        raise ImageMessageError(f"truncated data: {buf.size} bytes, {msg.encoding} {w}x{h} step {msg.step} needs {need}")
-    if buf.size < msg.step * h:  # last row may legally omit its padding
-        buf = np.concatenate([buf, np.zeros(msg.step * h - buf.size, np.uint8)])
-    rows = buf[: msg.step * h].reshape(h, msg.step)[:, :row]
-    arr = np.ascontiguousarray(rows).view(dt).reshape(h, w, ch).astype(dt.newbyteorder("="), copy=False)
+        raise ImageMessageError(f"truncated data: {buf.size} bytes, {msg.encoding} {w}x{h} step {step} needs {need}")
+    # A strided view over the rows (no padding allocated, whatever `step` says), then one copy of
+    # exactly H*row bytes: the frame may outlive the message in the embedding cache.
+    rows = np.lib.stride_tricks.as_strided(buf, shape=(h, row), strides=(step, 1), writeable=False)
+    arr = rows.copy().view(dt).reshape(h, w, ch).astype(dt.newbyteorder("="), copy=False)
     return arr[:, :, 0] if ch == 1 else arr
 
 
@@ -92,32 +103,86 @@ def to_rgb8(arr: np.ndarray, encoding: str, mono16: str = "range") -> np.ndarray
     return np.ascontiguousarray(arr)
 
 
-def image_msg_to_rgb(msg, mono16: str = "range") -> np.ndarray:
+def image_msg_to_rgb(msg, mono16: str = "range", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, 3) uint8 RGB (16-bit scaled as `to_rgb8`'s `mono16` says).
 
-    The result may share memory with `msg.data` (rgb8 without row padding); copy it to keep it
-    beyond the message or to write into it.
+    Refuses (ImageTooLargeError) frames of more than `max_pixels` pixels before allocating.
     """
-    return to_rgb8(image_msg_to_array(msg), msg.encoding, mono16)
+    return to_rgb8(image_msg_to_array(msg, max_pixels), msg.encoding, mono16)
 
 
-def compressed_msg_to_rgb(msg) -> np.ndarray:
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's first SOFn segment; walks the marker segments only."""
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise ImageMessageError(f"corrupt JPEG: no marker at byte {i}")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD9)):  # standalone markers carry no length
+            i += 2
+            continue
+        seg = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _JPEG_SOF:
+            if i + 9 > n:
+                break
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        if marker == 0xDA or seg < 2:  # scan data before any frame header: not a valid JPEG
+            break
+        i += 2 + seg
+    raise ImageMessageError("corrupt JPEG: no frame header (SOF) before the image data")
+
+
+def compressed_size(data: bytes) -> tuple[int, int]:
+    """(width, height) a CompressedImage payload declares, read from the PNG / JPEG header without
+    decoding. Other formats raise UnsupportedImageEncodingError: their decoded size cannot be
+    bounded before OpenCV allocates it."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise ImageMessageError("corrupt PNG: no IHDR chunk")
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data)
+    raise UnsupportedImageEncodingError(
+        f"unsupported CompressedImage payload (starts {data[:4].hex()}): only PNG and JPEG are decoded")
+
+
+def compressed_msg_to_rgb(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB.
 
-    compressedDepth payloads (a depth-quantisation header before the PNG) are refused with
-    UnsupportedImageEncodingError: they hold depth, not an image.
+    The size in the PNG/JPEG header is checked against `max_pixels` before decoding (a small PNG
+    can declare a huge image). compressedDepth payloads (a depth-quantisation header before the
+    PNG) are refused with UnsupportedImageEncodingError: they hold depth, not an image.
     """
     import cv2
 
     if "compresseddepth" in str(msg.format).lower().replace(" ", ""):
         raise UnsupportedImageEncodingError(
-            f"unsupported CompressedImage format {msg.format!r} (compressedDepth holds depth)")
-    buf = np.frombuffer(msg.data, np.uint8)
-    if buf.size == 0:
+            f"unsupported CompressedImage format {str(msg.format)[:40]!r} (compressedDepth holds depth)")
+    data = bytes(msg.data)
+    if not data:
         raise ImageMessageError("empty CompressedImage data")
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    try:
+        w, h = compressed_size(data)
+    except UnsupportedImageEncodingError:
+        raise
+    except ImageMessageError as exc:
+        raise ImageMessageError(f"could not decode CompressedImage (format {str(msg.format)[:40]!r}, "
+                                f"{len(data)} bytes): {exc}") from exc
+    if w == 0 or h == 0:
+        raise ImageMessageError(f"empty image ({w}x{h}) in the CompressedImage header")
+    if w * h > max_pixels:
+        raise ImageTooLargeError(f"compressed image declares {w}x{h}, over the {max_pixels} pixel limit")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise ImageMessageError(f"could not decode CompressedImage (format {msg.format!r}, {buf.size} bytes)")
+        raise ImageMessageError(f"could not decode CompressedImage (format {str(msg.format)[:40]!r}, {len(data)} bytes)")
+    if img.shape[0] * img.shape[1] > max_pixels:  # the decoder read another size than the header
+        raise ImageTooLargeError(f"decoded image {img.shape[1]}x{img.shape[0]} exceeds the {max_pixels} pixel limit")
     if img.ndim == 3 and img.shape[2] == 4:
         img = img[:, :, :3]
     enc = "mono" if img.ndim == 2 else "bgr"  # OpenCV decodes colour as BGR

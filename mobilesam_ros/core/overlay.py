@@ -29,14 +29,11 @@ def draw_overlay(image: np.ndarray, label_image: np.ndarray, boxes: Optional[np.
     Returns a new (H, W, 3) uint8 RGB array.
     """
     out = image.copy()
-    present = np.unique(label_image)
-    present = present[present > 0]
-    if present.size:
-        lut = np.zeros((int(present.max()) + 1, 3), np.uint8)
-        for i in present:
-            lut[i] = id_color(int(i))
-        fg = label_image > 0
-        colored = lut[label_image[fg]]
+    fg = label_image > 0
+    if fg.any():
+        # a table over the ids present, not over 0..max id: ids may be any uint32
+        present, inverse = np.unique(label_image[fg], return_inverse=True)
+        colored = np.array([id_color(int(i)) for i in present], np.uint8)[inverse]
         out[fg] = (out[fg].astype(np.float32) * (1 - alpha) + colored * alpha).astype(np.uint8)
     if boxes is not None and ids is not None:
         thick = max(1, round(max(image.shape[:2]) / 500))

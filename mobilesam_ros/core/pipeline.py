@@ -6,7 +6,7 @@ detector and the grid generator; the node only converts messages to arrays and b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from .instances import Instances
 from .postprocess import mask_nms
 from .predictor import SamPredictor
 from .prompts import ObjectPrompt
-from .segevery import decode_boxes
+from .segevery import decode_boxes, decode_prompts
 
 
 @dataclass
@@ -126,14 +126,11 @@ class SegmentationPipeline:
     def frame_image(self, stamp_ns: int) -> Optional[np.ndarray]:
         return self.predictor.frame(stamp_ns).embedding.image
 
-    def segment_prompts(self, prompts: Sequence[ObjectPrompt], stamp_ns: int) -> Instances:
-        """One instance per prompt object, in order, decoded against the cached frame stamp_ns."""
-        h, w = self.frame_size(stamp_ns)
-        if not prompts:
-            return Instances.empty((h, w))
-        preds = self.predictor.predict_batch(prompts, stamp_ns)
-        return Instances.from_masks(np.stack([p.masks[0] for p in preds]), np.array([p.iou[0] for p in preds]),
-                                    stability=np.array([p.stability[0] for p in preds]))
+    def segment_prompts(self, prompts: Sequence[ObjectPrompt], stamp_ns: int,
+                        check: Optional[Callable[[int, int], None]] = None) -> Instances:
+        """One instance per prompt object, in order, decoded against the cached frame stamp_ns.
+        check(done, total) runs between decoder chunks and may raise to abandon the batch."""
+        return decode_prompts(self.predictor, list(prompts), stamp_ns, check=check)
 
     def close(self) -> None:
         """Drop the model and cached frames (the node's cleanup)."""

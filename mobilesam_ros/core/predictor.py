@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from .transforms import ResizeLongestSide, postprocess_masks, preprocess_image
 
 IMG_SIZE = 1024
 STABILITY_OFFSET = 1.0  # SAM's automatic mask generator default
+# Upper bound on one chunk's full-resolution float32 logits: big frames decode in smaller chunks
+# (results are identical, chunking is exact) so one chunk never needs gigabytes.
+CHUNK_LOGIT_BYTES = 256 << 20
 
 
 class ImageError(ValueError):
@@ -107,15 +110,27 @@ class SamPredictor:
 
     def predict_batch(self, prompts: Sequence[ObjectPrompt], stamp_ns: Optional[int] = None,
                       tolerance_ns: int = 0, select_best: bool = True, return_masks: bool = True,
-                      stability_offset: float = STABILITY_OFFSET) -> list[Prediction]:
+                      stability_offset: float = STABILITY_OFFSET,
+                      check: Optional[Callable[[int, int], None]] = None) -> list[Prediction]:
         """Many objects against one frame, in order. Objects sharing a token layout go through the
-        decoder together (chunks of `decode_chunk`). With select_best, a multimask object keeps its
-        highest-IoU candidate (C = 1)."""
+        decoder together (chunks of `decode_chunk`, fewer on big frames: CHUNK_LOGIT_BYTES). With
+        select_best, a multimask object keeps its highest-IoU candidate (C = 1).
+
+        check(done, total), when given, runs before every chunk; an exception it raises abandons
+        the batch there (a time budget, a shutdown), so no call blocks longer than one chunk.
+        """
         frame = self.frame(stamp_ns, tolerance_ns)
         out: list[Optional[Prediction]] = [None] * len(prompts)
+        h, w = frame.original_size
+        candidates = 1 if select_best else 3
+        per_chunk = max(1, min(self.decode_chunk, CHUNK_LOGIT_BYTES // (h * w * 4 * candidates)))
+        done = 0
         for (_, _, _, multimask), idxs in group_by_layout(prompts).items():
-            for start in range(0, len(idxs), self.decode_chunk):
-                chunk = idxs[start:start + self.decode_chunk]
+            for start in range(0, len(idxs), per_chunk):
+                chunk = idxs[start:start + per_chunk]
+                if check is not None:
+                    check(done, len(prompts))
+                done += len(chunk)
                 preds = self._decode_group(frame, [prompts[i] for i in chunk], multimask, select_best,
                                            return_masks, stability_offset)
                 for i, p in zip(chunk, preds):

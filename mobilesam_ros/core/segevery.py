@@ -8,27 +8,30 @@ for one chunk at a time; each mask is kept bit-packed.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from .instances import Instances
 from .postprocess import masks_to_boxes, pack_masks
 from .predictor import SamPredictor
-from .prompts import make_prompt
+from .prompts import ObjectPrompt, make_prompt
 
 
-def decode_boxes(predictor: SamPredictor, boxes: np.ndarray, stamp_ns: Optional[int] = None,
-                 class_ids: Optional[np.ndarray] = None, det_scores: Optional[np.ndarray] = None,
-                 chunk: int = 32, stability_offset: float = 1.0) -> Instances:
-    """Masks for (N, 4) float32 xyxy boxes in ORIGINAL-image px of the cached frame `stamp_ns`.
+def decode_prompts(predictor: SamPredictor, prompts: Sequence[ObjectPrompt], stamp_ns: Optional[int] = None,
+                   class_ids: Optional[np.ndarray] = None, det_scores: Optional[np.ndarray] = None,
+                   chunk: int = 32, stability_offset: float = 1.0,
+                   check: Optional[Callable[[int, int], None]] = None) -> Instances:
+    """One instance per prompt object, in order, against the cached frame `stamp_ns` (a multimask
+    object keeps its best candidate). Full-resolution masks exist for one chunk at a time; each is
+    kept bit-packed, so N objects cost N*H*W/8 bytes. check(done, total) runs between chunks and
+    may raise to abandon the batch.
 
-    Returns Instances in box order (packed masks, tight mask boxes, predicted IoU, stability
-    score at logit offset `stability_offset`, areas, the boxes' class ids and detector scores).
+    Returns Instances (packed masks, tight mask boxes, predicted IoU, stability score at logit
+    offset `stability_offset`, areas, class ids and detector scores when given).
     """
     frame = predictor.frame(stamp_ns)
     h, w = frame.original_size
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    n = len(boxes)
+    n = len(prompts)
     if n == 0:
         return Instances.empty((h, w)).pack_bits()
     packed = np.empty((n, h, (w + 7) // 8), np.uint8)
@@ -37,9 +40,11 @@ def decode_boxes(predictor: SamPredictor, boxes: np.ndarray, stamp_ns: Optional[
     areas = np.empty(n, np.int64)
     tight = np.empty((n, 4), np.float32)
     for s in range(0, n, chunk):
-        # one chunk of full-resolution masks at a time; the predictor batches it in one decode
-        preds = predictor.predict_batch([make_prompt(box=b) for b in boxes[s:s + chunk]], frame.stamp_ns,
-                                        stability_offset=stability_offset)
+        if check is not None:
+            check(s, n)
+        # one chunk of full-resolution masks at a time; the predictor batches it by token layout
+        preds = predictor.predict_batch(prompts[s:s + chunk], frame.stamp_ns, stability_offset=stability_offset,
+                                        check=None if check is None else lambda done, _: check(s + done, n))
         m = np.stack([p.masks[0] for p in preds])
         sl = slice(s, s + len(preds))
         packed[sl] = pack_masks(m)
@@ -53,3 +58,13 @@ def decode_boxes(predictor: SamPredictor, boxes: np.ndarray, stamp_ns: Optional[
                      det_scores=(np.full(n, np.nan, np.float32) if det_scores is None
                                  else np.asarray(det_scores, np.float32).reshape(-1)),
                      image_hw=(h, w), packed=True)
+
+
+def decode_boxes(predictor: SamPredictor, boxes: np.ndarray, stamp_ns: Optional[int] = None,
+                 class_ids: Optional[np.ndarray] = None, det_scores: Optional[np.ndarray] = None,
+                 chunk: int = 32, stability_offset: float = 1.0) -> Instances:
+    """Masks for (N, 4) float32 xyxy boxes in ORIGINAL-image px of the cached frame `stamp_ns`
+    (multimask off, mask token 0, as MobileSAMv2), in box order: see `decode_prompts`."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return decode_prompts(predictor, [make_prompt(box=b) for b in boxes], stamp_ns, class_ids, det_scores,
+                          chunk, stability_offset)

@@ -89,9 +89,13 @@ class ResizeLongestSide:
 
     @staticmethod
     def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> Tuple[int, int]:
-        """(h, w) of the input frame for an (oldh, oldw) image; rounds half up like the official."""
+        """(h, w) of the input frame for an (oldh, oldw) image; rounds half up like the official.
+
+        A side that would round to 0 (aspect beyond 2048:1, e.g. a 3000x1 line-scan frame) is kept at
+        1 pixel: the official code would divide by zero there; every other size is the official one.
+        """
         scale = long_side_length * 1.0 / max(oldh, oldw)
-        return int(oldh * scale + 0.5), int(oldw * scale + 0.5)
+        return max(1, int(oldh * scale + 0.5)), max(1, int(oldw * scale + 0.5))
 
     def input_size(self, original_size: Tuple[int, int]) -> Tuple[int, int]:
         """(h, w) of the input frame for an original (H, W)."""

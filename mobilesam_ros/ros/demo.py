@@ -85,8 +85,10 @@ def _run(ckpt, detector, grid, frames, out_dir, rate, timeout) -> int:
 
     exe = os.path.join(get_package_prefix("mobilesam_ros"), "lib", "mobilesam_ros", "mobilesam_node")
     node_cmd = [sys.executable, exe, "--ros-args", "-p", f"model.checkpoint:={ckpt}", "-p", "autostart:=true",
-                "-p", f"detector.model:={detector}", "-p", f"segevery.grid_points_per_side:={grid}",
-                "-p", "image.reliable:=true", "-r", "image:=demo/image"]
+                "-p", f"segevery.grid_points_per_side:={grid}", "-p", "image.reliable:=true",
+                "-r", "image:=demo/image"]
+    if detector:  # rcl refuses an empty override (`-p detector.model:=`); empty is the default: grid
+        node_cmd += ["-p", f"detector.model:={detector}"]
     print(f"mobilesam demo: {len(frames)} frames, checkpoint {ckpt}, "
           f"{'detector ' + detector if detector else f'grid {grid}x{grid}'}; overlays -> {out_dir}")
     proc = subprocess.Popen(node_cmd)

@@ -17,10 +17,11 @@ from mobilesam_ros.msg import InstanceMask, InstanceMaskArray
 from mobilesam_ros.ros.conversions import array_to_image_msg
 
 
-def label_image(inst: Instances, ids: Sequence[int]) -> np.ndarray:
-    """(H, W) uint16: pixel = ids[i] of the instance covering it (best score on overlap), 0 = none."""
-    lut = np.concatenate([[0], np.asarray(ids, np.int64)]).astype(np.uint16)
-    return lut[inst.to_label_image(np.uint16)]
+def label_image(inst: Instances) -> np.ndarray:
+    """(H, W) uint16: pixel = k + 1 for the instance k (its index in the InstanceMaskArray) covering
+    it (best score on overlap), 0 = none. Indices, not ids: ids are any uint32 and would wrap in 16
+    bits; the array message maps index -> id. At most 65535 instances (segany.max_objects)."""
+    return inst.to_label_image(np.uint16)
 
 
 def instances_to_msg(inst: Instances, header, mode: str, ids: Optional[Sequence[int]] = None,
@@ -52,5 +53,7 @@ def instances_to_msg(inst: Instances, header, mode: str, ids: Optional[Sequence[
 
 def overlay_image(image: np.ndarray, inst: Instances, labels: np.ndarray, ids: Sequence[int],
                   alpha: float) -> np.ndarray:
-    """(H, W, 3) uint8 RGB overlay: coloured masks, boxes, ids and scores."""
-    return draw_overlay(image, labels, inst.boxes, ids, inst.scores, alpha)
+    """(H, W, 3) uint8 RGB overlay: masks coloured by id (stable across frames), boxes, ids, scores.
+    labels: the index label image of `label_image`."""
+    by_id = np.concatenate([[0], np.asarray(ids, np.int64)])[labels]
+    return draw_overlay(image, by_id, inst.boxes, ids, inst.scores, alpha)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
+import os
+import sys
 import time
 from collections import OrderedDict
 from typing import Optional
@@ -39,9 +40,12 @@ from mobilesam_ros.ros.messages import instances_to_msg, label_image, overlay_im
 from mobilesam_ros.ros.prompt_conversions import click_to_prompts, prompt_msg_to_prompts
 from mobilesam_ros.ros.follow_adapter import FollowAdapter
 from mobilesam_ros.ros.tracking_adapter import SegEveryTracking
-from mobilesam_ros.ros.worker import LatestFrameWorker
+from mobilesam_ros.ros.worker import Abandoned, LatestFrameWorker
 
 WARN_PERIOD_S = 2.0
+# On SIGINT/SIGTERM the worker gets this long to leave its item (prompt batches stop between
+# decoder chunks); the rest of the exit fits in the remaining second of the 2 s promised.
+SHUTDOWN_JOIN_S = 1.0
 
 
 class MobileSamNode(LifecycleNode):
@@ -60,6 +64,7 @@ class MobileSamNode(LifecycleNode):
         self._frame_count = 0
         self._last_processed = 0.0
         self._warned: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
         self._diag_timer = None
         self._diag_pub = None
         if self.get_parameter("autostart").value:
@@ -100,7 +105,8 @@ class MobileSamNode(LifecycleNode):
     def on_activate(self, state) -> TransitionCallbackReturn:
         reliable = self.get_parameter("image.reliable").value
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE) if reliable else qos_profile_sensor_data
-        self._worker = LatestFrameWorker(self._process_frame, self._process_prompt, self._on_worker_error)
+        self._worker = LatestFrameWorker(self._process_frame, self._process_prompt, self._on_worker_error,
+                                         prompt_queue=self.get_parameter("segany.prompt_queue").value)
         self._subs = [
             self.create_subscription(Image, "image", self._on_image, qos),
             self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, qos),
@@ -125,16 +131,20 @@ class MobileSamNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
-    def _stop_processing(self) -> None:
+    def _stop_processing(self, join_timeout: float = 10.0) -> bool:
+        """Unsubscribe and stop the worker; False if it was still inside a model call after
+        join_timeout seconds (it is abandoned: a daemon thread)."""
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
+        stopped = True
         if self._worker is not None:
-            self._worker.stop()
+            stopped = self._worker.stop(join_timeout)
             self._worker = None
+        return stopped
 
     def _release(self) -> None:
         for pub in self._pubs.values():
@@ -156,14 +166,17 @@ class MobileSamNode(LifecycleNode):
         return self._pipeline is not None
 
     # ------------------------------------------------------------------ input callbacks
-    def _warn(self, key: str, text: str) -> None:
-        """One log line per kind of problem per WARN_PERIOD_S: bad streams must not flood /rosout.
-        The kind is `key` plus the text with its numbers blanked (same problem, other values)."""
+    def _warn(self, kind: str, text: str) -> None:
+        """At most one log line per `kind` of problem per WARN_PERIOD_S, however the text varies
+        (a hostile stream can make every text unique): bad streams must not flood /rosout. Kinds
+        are a fixed, small set (input + exception class); the count of lines held back is added."""
         now = time.monotonic()
-        key = key + re.sub(r"[-+.\d]+", "#", text)
-        if now - self._warned.get(key, -1e9) >= WARN_PERIOD_S:
-            self._warned[key] = now
-            self.get_logger().warning(text)
+        if now - self._warned.get(kind, -1e9) >= WARN_PERIOD_S:
+            self._warned[kind] = now
+            held = self._suppressed.pop(kind, 0)
+            self.get_logger().warning(text + (f" ({held} more like this suppressed)" if held else ""))
+        else:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
 
     def _accept_frame(self) -> bool:
         self._frame_count += 1
@@ -177,18 +190,19 @@ class MobileSamNode(LifecycleNode):
         return True
 
     def _on_image(self, msg: Image) -> None:
-        self._submit(msg, image_msg_to_rgb)
+        self._submit(msg, lambda m, px: image_msg_to_rgb(m, max_pixels=px))
 
     def _on_compressed(self, msg: CompressedImage) -> None:
-        self._submit(msg, compressed_msg_to_rgb)
+        self._submit(msg, lambda m, px: compressed_msg_to_rgb(m, max_pixels=px))
 
     def _submit(self, msg, decode) -> None:
         if self._worker is None or not self._accept_frame():
             return
         try:
-            rgb = decode(msg)
+            rgb = decode(msg, self.get_parameter("image.max_pixels").value)
         except ImageMessageError as exc:
-            self._warn("image", f"skipping image (stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}): {exc}")
+            self._warn(f"image_{type(exc).__name__}",
+                       f"skipping image (stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}): {exc}")
             return
         self._worker.submit_frame((rgb, msg.header))
 
@@ -202,6 +216,8 @@ class MobileSamNode(LifecycleNode):
 
     # ------------------------------------------------------------------ worker side
     def _on_worker_error(self, kind: str, item, exc: BaseException) -> None:
+        if self._worker is None or self._worker.stopping:
+            return  # shutting down: the abandoned item is expected, not a problem to report
         self._warn(f"worker_{kind}_{type(exc).__name__}", f"{kind} failed: {type(exc).__name__}: {exc}")
 
     def _remember_header(self, stamp_ns: int, header) -> None:
@@ -233,17 +249,39 @@ class MobileSamNode(LifecycleNode):
             if kind == "click":
                 stamp, objects, ids = click_to_prompts(msg, pipe, self._tolerance_ns())
             else:
-                stamp, objects, ids = prompt_msg_to_prompts(msg, pipe, self._tolerance_ns())
+                stamp, objects, ids = prompt_msg_to_prompts(
+                    msg, pipe, self._tolerance_ns(), self.get_parameter("segany.max_objects").value,
+                    self.get_parameter("segany.max_points").value)
         except (PromptError, FrameNotCachedError) as exc:
             self._warn(f"{kind}_{type(exc).__name__}", f"skipping {kind}: {exc}")
             return
-        inst = pipe.segment_prompts(objects, stamp)
+        try:
+            inst = pipe.segment_prompts(objects, stamp, self._batch_check())
+        except Abandoned as exc:
+            if self._worker is None or self._worker.stopping:
+                return  # shutting down: rosout may already be gone, and nothing is wrong
+            self._warn(f"{kind}_abandoned", f"{kind} with {len(objects)} objects abandoned unanswered: {exc}")
+            return
         header = self._headers.get(stamp)
         if header is None:  # frame encoded but its header already rotated out: rebuild from stamp
             header = msg.header
         ids = self._follow.answer_ids(kind, ids)
         self._publish(inst, header, InstanceMaskArray.MODE_SEGANY, ids, pipe.frame_image(stamp))
         self._follow.add(pipe, kind, msg, stamp, objects, ids)
+
+    def _batch_check(self):
+        """check(done, total) for one prompt batch: raises Abandoned past segany.max_batch_s or
+        once the worker is stopping (called between decoder chunks)."""
+        budget = self.get_parameter("segany.max_batch_s").value
+        deadline = time.monotonic() + budget
+        worker = self._worker
+
+        def check(done: int, total: int) -> None:
+            if worker is None or worker.stopping:
+                raise Abandoned("the node is stopping")
+            if time.monotonic() > deadline:
+                raise Abandoned(f"segany.max_batch_s = {budget} s spent after {done} of {total} objects")
+        return check
 
     def _tolerance_ns(self) -> int:
         return int(self.get_parameter("segany.stamp_tolerance").value * 1e9)
@@ -258,7 +296,7 @@ class MobileSamNode(LifecycleNode):
             return
         ids = list(range(1, len(inst) + 1)) if ids is None else ids
         self._pubs["instances"].publish(instances_to_msg(inst, header, mode, ids, tracks))
-        labels = label_image(inst, ids)
+        labels = label_image(inst)
         self._pubs["label"].publish(array_to_image_msg(labels, "mono16", header))
         if self._pubs["overlay"].get_subscription_count() > 0 and rgb is not None:
             over = overlay_image(rgb, inst, labels, ids, self.get_parameter("overlay.alpha").value)
@@ -322,7 +360,17 @@ def main(args=None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    finally:
-        node._stop_processing()
+    except BaseException:
+        node._stop_processing(SHUTDOWN_JOIN_S)
+        raise
+    if node._stop_processing(SHUTDOWN_JOIN_S):
         node.destroy_node()
         rclpy.try_shutdown()
+    else:
+        print("mobilesam: worker still inside a model call at shutdown; not waiting for it", file=sys.stderr)
+    # Skip the interpreter's teardown: with the worker abandoned inside torch it aborts in C++
+    # ("terminate called without an active exception", exit -6), and even when idle, unloading
+    # torch takes seconds on a busy CPU. Everything the node holds dies with the process.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -84,6 +84,18 @@ PARAMS: tuple[Param, ...] = (
           range=(1, 256)),
     Param("segany.stamp_tolerance", 0.05, "a prompt decodes against the cached frame nearest to its "
           "stamp within this many seconds", range=(0.0, 3600.0)),
+    Param("segany.max_objects", 100, "a Prompt with more objects is refused whole (one warning); "
+          "bounds the work and the answer of one message", range=(1, 65535)),
+    Param("segany.max_points", 64, "a PromptObject with more points is refused (the whole Prompt, one "
+          "warning)", range=(1, 4096)),
+    Param("segany.prompt_queue", 4, "Prompt / click messages waiting for the worker; the oldest is "
+          "dropped (and counted) when a new one arrives on a full queue", read_only=True, range=(1, 256)),
+    Param("segany.max_batch_s", 5.0, "time budget of one Prompt message: checked between decoder "
+          "chunks, a message still decoding after this many seconds is abandoned unanswered (one "
+          "warning) and the next frame gets its turn", range=(0.01, 3600.0)),
+    Param("image.max_pixels", 8_388_608, "refuse frames (Image, or CompressedImage by the size in its "
+          "PNG/JPEG header) with more pixels than this, before allocating them; default 8 MP (4K UHD "
+          "fits)", range=(1, 268_435_456)),
     Param("image.reliable", False, "subscribe to images with a reliable QoS instead of SensorDataQoS "
           "(best effort); reliable does not match best-effort camera drivers", read_only=True),
     Param("overlay.alpha", 0.5, "mask opacity in the overlay image", range=(0.0, 1.0)),

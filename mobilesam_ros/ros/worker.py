@@ -1,8 +1,9 @@
 """A single worker thread with a latest-frame policy, so a slow model never builds a backlog.
 
 Frames go into a one-slot mailbox: a new frame replaces a frame not yet started (counted as
-dropped). Prompts go into a small bounded queue and are served before the next frame (they are
-cheap: decoding against a cached embedding). Exactly one thread touches the model. No rclpy here.
+dropped). Prompts go into a small bounded queue (the oldest is dropped when full). Turns alternate:
+after a prompt, a waiting frame goes first, so a burst of prompts never starves the camera.
+Exactly one thread touches the model. No rclpy here.
 """
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
+
+
+class Abandoned(Exception):
+    """Raised by a handler's between-steps check to give up its item (time budget, shutdown)."""
 
 
 @dataclass
@@ -44,6 +49,7 @@ class LatestFrameWorker:
         self._cv = threading.Condition()
         self._stop = False
         self._busy = False
+        self._last_kind = ""
         self.stats = WorkerStats()
         self._thread = threading.Thread(target=self._run, name="mobilesam_worker", daemon=True)
         self._thread.start()
@@ -69,14 +75,21 @@ class LatestFrameWorker:
         with self._cv:
             return self._frame is None and not self._prompts and not self._busy
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the item in progress; pending items are discarded."""
+    @property
+    def stopping(self) -> bool:
+        """True once stop() was called: long handlers poll it between steps and give up."""
+        return self._stop
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop after the item in progress (handlers polling `stopping` end it early); pending items
+        are discarded. Returns whether the thread ended within `timeout` seconds."""
         with self._cv:
             self._stop = True
             self._frame = None
             self._prompts.clear()
             self._cv.notify()
         self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _next(self):
         with self._cv:
@@ -85,8 +98,10 @@ class LatestFrameWorker:
             if self._stop:
                 return None, None
             self._busy = True
-            if self._prompts:
+            if self._prompts and (self._frame is None or self._last_kind != "prompt"):
+                self._last_kind = "prompt"
                 return "prompt", self._prompts.popleft()
+            self._last_kind = "frame"
             item, self._frame = self._frame, None
             return "frame", item
 

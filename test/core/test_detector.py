@@ -296,3 +296,13 @@ def test_synthetic_unexpected_output_shapes(tmp_path):
                                       metadata={"names": "{0: 'a', 1: 'b'}"}))
     with pytest.raises(ValueError, match="lists 2 classes"):
         d.detect(img)
+
+
+@pytest.mark.parametrize("hw", [(2, 4000), (4000, 2), (1, 3000), (3, 19475)])
+def test_letterbox_extreme_aspect(hw):
+    """A side that rounds to 0 px at the detector's scale stays 1 px (cv2.resize asserts on 0)."""
+    from mobilesam_ros.core.detector import letterbox
+
+    img = np.full((*hw, 3), 200, np.uint8)
+    out, info = letterbox(img, (640, 640))
+    assert out.shape == (640, 640, 3) and min(info.resized_wh) >= 1

@@ -125,3 +125,20 @@ def test_postprocess_masks_reproduces_golden_masks(golden, case):
     expected = np.unpackbits(golden[f"{case}_masks_packed"], axis=-1, count=shape[-1]).astype(bool)
     assert masks.shape == shape
     assert (masks.numpy() != expected).sum() <= 2  # identical ops; allow a flip where |logit| ~ 0
+
+
+@pytest.mark.parametrize("hw", [(1, 3000), (3000, 1), (1, 1500), (2, 4000), (3, 19475), (19475, 3)])
+def test_extreme_aspect_keeps_one_pixel_and_maps_back(hw):
+    """Line-scan / cropped frames: the short side never rounds to 0 (the official code divides by
+    zero there); prompts and masks still map between the frames."""
+    t = ResizeLongestSide(1024)
+    h, w = t.input_size(hw)
+    assert min(h, w) >= 1 and max(h, w) == 1024
+    img = np.random.default_rng(0).integers(0, 255, (*hw, 3), np.uint8)
+    x, input_size = preprocess_image(img)
+    assert x.shape == (1, 3, 1024, 1024) and input_size == (h, w)
+    from mobilesam_ros.core.transforms import postprocess_masks
+    logits = postprocess_masks(torch.zeros(1, 1, 256, 256), input_size, hw)
+    assert logits.shape == (1, 1, *hw)
+    pt = t.apply_coords(np.array([[hw[1] - 1.0, hw[0] - 1.0]]), hw)
+    assert np.isfinite(pt).all() and pt[0, 0] <= w and pt[0, 1] <= h

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from conftest import DATA, FIXTURES, read_log, wait_for, warm_onnx_cache
 
-CHECKPOINT = str(FIXTURES / "mobile_sam_seed1.pt")
+CHECKPOINT = str(FIXTURES / "mobile_sam_seed2.pt")
 DETECTOR = str(DATA / "models" / "yolov8n_int8.onnx")
 BUS = str(DATA / "images" / "bus.jpg")
 ZIDANE = str(DATA / "images" / "zidane.jpg")

@@ -22,14 +22,30 @@ def test_demo_writes_overlays(ros_env, tmp_path):
     for name in ("000000.jpg", "000010.jpg"):
         shutil.copy(DATA / "sequence" / name, frames / name)
     out = tmp_path / "out"
-    warm_onnx_cache(str(FIXTURES / "mobile_sam_seed1.pt"))
-    res = _demo(["--checkpoint", str(FIXTURES / "mobile_sam_seed1.pt"), "--detector",
+    warm_onnx_cache(str(FIXTURES / "mobile_sam_seed2.pt"))
+    res = _demo(["--checkpoint", str(FIXTURES / "mobile_sam_seed2.pt"), "--detector",
                  str(DATA / "models" / "yolov8n_int8.onnx"), "--frames", str(frames), "--out", str(out),
                  "--rate", "0.2"], ros_env, tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "2/2 frames answered" in res.stdout, res.stdout
     pngs = sorted(os.listdir(out))
     assert len(pngs) == 2 and all(p.endswith(".png") for p in pngs)
+
+
+def test_demo_grid_fallback_without_detector(ros_env, tmp_path):
+    """No detector anywhere: the node must start in grid mode (it used to get `-p detector.model:=`,
+    which rcl refuses, and the demo ended with "the node did not come up")."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copy(DATA / "sequence" / "000000.jpg", frames / "000000.jpg")
+    ckpt_dir = tmp_path / "weights"  # no object_aware.onnx beside the checkpoint
+    ckpt_dir.mkdir()
+    os.symlink(FIXTURES / "mobile_sam_seed2.pt", ckpt_dir / "mobile_sam.pt")
+    res = _demo(["--checkpoint", str(ckpt_dir / "mobile_sam.pt"), "--grid", "2", "--frames", str(frames),
+                 "--out", str(tmp_path / "out"), "--rate", "0.5"], {**ros_env, "MOBILESAM_WEIGHTS": str(ckpt_dir)},
+                tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "grid 2x2" in res.stdout and "1/1 frames answered" in res.stdout, res.stdout + res.stderr
 
 
 def test_demo_without_weights_says_what_to_get(ros_env, tmp_path):

@@ -1,5 +1,6 @@
 """One default per parameter: config/mobilesam.yaml and the launch file's arguments agree with the
-parameter table the node declares from (ros/params.py)."""
+parameter table the node declares from (ros/params.py); every limit the README's Reliability
+section lists is a declared parameter with a range."""
 import os
 
 import yaml
@@ -38,3 +39,15 @@ def test_launch_argument_defaults_equal_the_parameter_defaults():
         if param == "autostart":
             continue
         assert launch_runner._typed(args[sub.variable_name]) == DEFAULTS[param], param
+
+
+def test_limits_are_declared_with_ranges_and_documented():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    by_name = {p.name: p for p in PARAMS}
+    for name in ("image.max_pixels", "segany.max_objects", "segany.max_points", "segany.prompt_queue",
+                 "segany.max_batch_s"):
+        p = by_name[name]
+        assert p.range is not None and p.range[0] <= p.default <= p.range[1] and p.description
+        assert f"`{name}`" in readme
+    # label image values are index + 1: they must fit mono16
+    assert by_name["segany.max_objects"].range[1] <= 65535

@@ -1,4 +1,5 @@
-"""The latest-frame worker: no backlog under a slow model, prompts first, errors never kill it."""
+"""The latest-frame worker: no backlog under a slow model, frames and prompts take turns, errors never
+kill it, stop() ends a handler that polls `stopping`."""
 import threading
 import time
 
@@ -52,3 +53,58 @@ def test_prompts_served_before_frames_and_errors_survive():
     w.stop()
     assert order[:3] == [("f", "block"), ("p", 1), ("p", 2)]
     assert errors == [("frame", "boom", "bad frame")]
+
+
+def test_frames_keep_a_turn_between_prompt_batches():
+    """A burst of prompts must not starve the camera: a waiting frame runs after each prompt."""
+    order = []
+    gate = threading.Event()
+
+    def on_frame(item):
+        if item == "block":
+            gate.wait(5)
+        order.append(("f", item))
+
+    w = LatestFrameWorker(on_frame, lambda p: order.append(("p", p)), lambda *a: None, prompt_queue=8)
+    w.submit_frame("block")
+    time.sleep(0.05)
+    for i in range(6):
+        w.submit_prompt(i)
+    w.submit_frame("cam")
+    gate.set()
+    assert wait_for(w.idle, timeout=5)
+    w.stop()
+    assert order[:3] == [("f", "block"), ("p", 0), ("f", "cam")]
+    assert [o for o in order if o[0] == "p"] == [("p", i) for i in range(6)]
+
+
+def test_prompt_queue_bound_drops_oldest():
+    gate = threading.Event()
+    done = []
+    w = LatestFrameWorker(lambda f: gate.wait(5), done.append, lambda *a: None, prompt_queue=3)
+    w.submit_frame("block")
+    time.sleep(0.05)
+    for i in range(10):
+        w.submit_prompt(i)
+    gate.set()
+    assert wait_for(w.idle, timeout=5)
+    w.stop()
+    assert done == [7, 8, 9] and w.stats.prompts_dropped == 7
+
+
+def test_stop_ends_a_polling_handler_quickly():
+    started = threading.Event()
+
+    def long_prompt(item):
+        started.set()
+        for _ in range(1000):  # 100 s of "decoder chunks" unless stopped
+            if w.stopping:
+                return
+            time.sleep(0.1)
+
+    w = LatestFrameWorker(lambda f: None, long_prompt, lambda *a: None)
+    w.submit_prompt("huge")
+    assert started.wait(5)
+    t0 = time.monotonic()
+    assert w.stop(timeout=2.0)
+    assert time.monotonic() - t0 < 1.0
