@@ -142,9 +142,9 @@ def compressed_size(data: bytes) -> tuple[int, int]:
     """(width, height) a CompressedImage payload declares, read from the PNG / JPEG header without
     decoding. Other formats raise UnsupportedImageEncodingError: their decoded size cannot be
     bounded before OpenCV allocates it."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            raise ImageMessageError("corrupt PNG: no IHDR chunk")
+    if data[:4] == b"\x89PNG":  # a PNG, maybe damaged: one corrupt message, not another format
+        if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24 or data[12:16] != b"IHDR":
+            raise ImageMessageError("corrupt PNG: bad signature or no IHDR chunk")
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     if data[:2] == b"\xff\xd8":
         return _jpeg_size(data)

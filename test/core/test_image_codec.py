@@ -125,3 +125,10 @@ def test_long_random_encoding_is_shortened_in_the_error():
     with pytest.raises(UnsupportedImageEncodingError) as err:
         image_msg_to_rgb(msg)
     assert len(str(err.value)) < 400
+
+
+def test_damaged_png_is_one_corrupt_message_not_another_format():
+    """A bag's damaged PNG must be skipped and counted (distill), not refuse the whole topic."""
+    with pytest.raises(ImageMessageError, match="corrupt PNG") as err:
+        compressed_msg_to_rgb(SimpleNamespace(format="png", data=b"\x89PNG broken"))
+    assert not isinstance(err.value, UnsupportedImageEncodingError)
