@@ -19,6 +19,11 @@ examples:
         --topic /camera/image_raw/compressed --init mobile_sam.pt --out student.pt --epochs 4
   continue an interrupted run (same options, same --work-dir):
     python -m mobilesam_ros distill ... --resume
+  4 GPUs on this machine (--batch-size is the global batch, 16 / 4 = 4 frames per GPU):
+    torchrun --standalone --nproc_per_node 4 -m mobilesam_ros distill ... --batch-size 16
+  2 machines x 8 GPUs (run on each; the work/cache directory on a filesystem both see):
+    torchrun --nnodes 2 --node_rank 0|1 --nproc_per_node 8 --rdzv_backend c10d \
+        --rdzv_endpoint host0:29500 -m mobilesam_ros distill ... --batch-size 64
 
 The teacher's embeddings are computed once into <work-dir>/teacher_cache (memory-mapped, reused
 by later runs with the same teacher and frames). The output is an official mobile_sam.pt
@@ -96,6 +101,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     help="steps between validations (default: once per epoch)")
     va.add_argument("--val-frames", type=int, default=16,
                     help="held-out frames per validation (evenly spaced subset; default 16)")
+    va.add_argument("--train-eval-frames", type=int, default=8, metavar="N",
+                    help="training frames re-measured in eval mode per validation (default 8; "
+                         "also the BatchNorm calibration frames of a fresh student)")
 
     rt = p.add_argument_group("runtime")
     rt.add_argument("--device", default="auto",
@@ -124,7 +132,8 @@ def config_from_args(args: argparse.Namespace):
         steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, bn=args.bn,
         val_fraction=args.val_fraction, split_seed=args.split_seed, val_every=args.val_every,
-        val_frames=args.val_frames, checkpoint_every=args.checkpoint_every, hflip=args.hflip,
+        val_frames=args.val_frames,
+        train_eval_frames=args.train_eval_frames, checkpoint_every=args.checkpoint_every, hflip=args.hflip,
         teacher_batch_size=args.teacher_batch_size, cache_dtype=args.cache_dtype,
         device=args.device, amp=args.amp, seed=args.seed, resume=args.resume,
         progress=args.progress)
@@ -138,8 +147,13 @@ def _error(msg: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand; returns the process exit code (0, 2 bad input, 130 interrupted)."""
-    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    import os
+
+    rank = int(os.environ.get("RANK", "0"))  # torchrun: ranks other than 0 report only problems
+    level = logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
+    logging.basicConfig(level=level if rank == 0 else max(level, logging.WARNING),
+                        format=f"%(levelname)s{f' [rank {rank}]' if rank else ''} "
+                               "%(name)s: %(message)s")
     from mobilesam_ros.core.checkpoints import CheckpointError
     from mobilesam_ros.distill.data import SourceError
     from mobilesam_ros.distill.teacher_cache import CacheError
@@ -154,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     except (DistillInputError, CheckpointError, SourceError, CacheError, FileNotFoundError,
             ImportError) as e:
         return _error(str(e))
+    if result.rank != 0:
+        return 0
     f = result.final
     iou = f.get("val_mask_iou")
     print(f"wrote {result.out} ({result.steps} steps); held-out embedding MSE "

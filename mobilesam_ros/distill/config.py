@@ -60,7 +60,8 @@ class DistillConfig:
 @dataclass
 class DistillResult:
     """What a run produced. `validations` holds every validation record ({step, train_mse,
-    val_mse, val_mask_iou, ...}); `initial` / `final` are the first and last of them."""
+    val_mse, val_mask_iou, ...}); `initial` / `final` are the first and last of them (rank 0;
+    the other ranks of a torchrun run return an empty list)."""
 
     out: Path
     work_dir: Path
@@ -70,6 +71,7 @@ class DistillResult:
     val_keys: list[str]
     validations: list[dict[str, Any]]
     step_log: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    rank: int = 0                      # under torchrun only rank 0 validates: others have none
 
     @property
     def initial(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import torch
 
 from mobilesam_ros.distill.config import DistillConfig, DistillInputError
 from mobilesam_ros.distill.data import FrameSource, open_source
+from mobilesam_ros.distill.distributed import DistEnv, all_mean, barrier
 from mobilesam_ros.distill.inputs import (PREPROCESSING_VERSION, HFLIP_SUFFIX, SizedSource,
                                           base_key, load_sizes, model_input, preprocess_frame,
                                           resized_size, save_sizes)
@@ -51,8 +52,11 @@ def open_configured_source(cfg: DistillConfig) -> FrameSource:
 
 
 def prepare_cache(cfg: DistillConfig, cache_dir: Path, device: torch.device,
-                  source: FrameSource | None = None) -> PreparedData:
-    """Teacher pass over `cfg.data` (rows already cached are skipped) into `cache_dir`."""
+                  source: FrameSource | None = None, env: DistEnv = DistEnv()) -> PreparedData:
+    """Teacher pass over `cfg.data` (rows already cached are skipped) into `cache_dir`.
+
+    Under torchrun (`env.distributed`) every rank encodes its shard of the missing rows
+    (`TeacherCache.build(shard=...)`); rank 0 alone writes the sizes file."""
     if source is None:
         source = open_configured_source(cfg)
     teacher = load_teacher(cfg.teacher)
@@ -75,22 +79,40 @@ def prepare_cache(cfg: DistillConfig, cache_dir: Path, device: torch.device,
 
     try:
         cache = TeacherCache.build(
-            cache_dir, sized, encode, cfg.teacher_batch_size, teacher.kind, cfg.progress,
+            cache_dir, sized, encode, cfg.teacher_batch_size, teacher.kind,
+            cfg.progress and env.is_main,
             preprocess_fn=preprocess_frame, teacher_checkpoint=cfg.teacher,
             preprocessing_version=PREPROCESSING_VERSION, store_inputs=True,
-            dtype=cfg.cache_dtype)
+            dtype=cfg.cache_dtype, shard=(env.rank, env.world_size),
+            agree=(lambda ok: all_mean([float(ok)], env)[0] == 1.0) if env.distributed else None)
     finally:
-        save_sizes(cache_dir, sized.sizes)
+        if not env.distributed:  # ranks would overwrite each other's sizes: gathered below
+            save_sizes(cache_dir, sized.sizes)
+    if env.distributed:
+        import torch.distributed as dist
+
+        per_rank: list[dict[str, tuple[int, int]]] = [{}] * env.world_size
+        dist.all_gather_object(per_rank, sized.sizes)
+        if env.is_main:
+            save_sizes(cache_dir, {k: v for s in per_rank for k, v in s.items()})
     kind = teacher.kind
     on_device.clear()
     del teacher
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    if env.is_main:
+        _complete_sizes(cache, cache_dir, source)
+    barrier(env)
+    return PreparedData(cache, load_sizes(cache_dir), decoder_state, source, kind)
+
+
+def _complete_sizes(cache: TeacherCache, cache_dir: Path, source: FrameSource) -> None:
+    """Record the sizes of cached rows whose build was killed before it could record them (a
+    pure function of the frame's size: the frames are read again, the teacher is not run)."""
     sizes = load_sizes(cache_dir)
     missing = {base_key(cache.keys[i]) for i in cache.indices if cache.keys[i] not in sizes}
-    if missing:  # e.g. a build killed before it could record sizes: re-read those frames once
+    if missing:
         for frame in source.frames(only=missing):
             for k in (frame.key, frame.key + HFLIP_SUFFIX):
                 sizes[k] = resized_size(frame.image.shape[:2])
         save_sizes(cache_dir, sizes)
-    return PreparedData(cache, sizes, decoder_state, source, kind)

@@ -1,7 +1,8 @@
 """Files a distillation run writes: the resumable training state and the exported student.
 
 * Training state (`TRAIN_STATE`, in the work directory): student, optimizer, LR scheduler, AMP
-  scaler, completed step count, torch RNG states, the run's config (JSON) and its history (JSON).
+  scaler, completed step count, data position in global samples, the writing world size, torch
+  RNG states, the run's config (JSON) and its history (JSON).
   Only tensors and plain containers, so it is read back with `torch.load(weights_only=True)`.
 * Student export: the official flat `mobile_sam.pt` layout, `image_encoder.*` (the student) +
   `prompt_encoder.*` + `mask_decoder.*` (the decoder the student was validated with), float32, so
@@ -35,12 +36,19 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 def save_train_state(path: str | os.PathLike[str], *, student: nn.Module,
                      optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, step: int,
-                     config: Mapping[str, Any], history: Mapping[str, Any]) -> None:
-    """Write everything needed to continue training after `step` completed optimizer steps."""
+                     config: Mapping[str, Any], history: Mapping[str, Any], samples: int,
+                     world_size: int = 1) -> None:
+    """Write everything needed to continue training after `step` completed optimizer steps.
+
+    `samples` is the data position in global training samples (world-size independent);
+    `world_size` the number of processes that wrote it (informative: any number may resume).
+    The student, optimizer and scheduler are full replicas under DDP, so rank 0's are the run's."""
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     _atomic_save({
         "format": STATE_FORMAT,
         "step": int(step),
+        "samples": int(samples),
+        "world_size": int(world_size),
         "student": student.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),

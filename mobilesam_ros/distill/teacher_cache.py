@@ -47,6 +47,7 @@ INPUTS_FILE = "inputs.npy"
 KEYS_FILE = "keys.json"
 MANIFEST_FILE = "manifest.json"
 _LOCK_FILE = ".build.lock"
+_SHARD_PREFIX = "shard."
 DEFAULT_PREPROCESSING_VERSION = "sam-resize-longest-1024-pad-v1"
 
 PreprocessFn = Callable[[np.ndarray], np.ndarray]
@@ -124,6 +125,18 @@ def _as_numpy(out: Any) -> np.ndarray:
     if hasattr(out, "detach"):  # torch.Tensor, without importing torch here
         out = out.detach().cpu().numpy()
     return np.asarray(out)
+
+
+def _agreed(agree: Callable[[bool], bool], step: Callable[[], None], what: str) -> None:
+    """Run this rank's part of a build phase, then learn whether every rank's part succeeded:
+    a failing rank re-raises its own error, the others raise CacheError instead of waiting."""
+    try:
+        step()
+    except BaseException:
+        agree(False)
+        raise
+    if not agree(True):
+        raise CacheError(f"another rank failed while {what}; see its log")
 
 
 class TeacherCache:
@@ -252,7 +265,9 @@ class TeacherCache:
               store_inputs: bool | None = None,
               dtype: str | np.dtype = "float32",
               embedding_shape: Sequence[int] = (256, 64, 64),
-              input_size: int = 1024) -> TeacherCache:
+              input_size: int = 1024,
+              shard: tuple[int, int] = (0, 1),
+              agree: Callable[[bool], bool] | None = None) -> TeacherCache:
         """Encode every frame of `source` once into `out_dir`, or finish an interrupted build.
 
         Each frame goes through `preprocess_fn` ((H, W, 3) uint8 RGB -> (input_size, input_size, 3)
@@ -262,6 +277,15 @@ class TeacherCache:
         `store_inputs=None` stores inputs for sources without cheap random access (video, bags).
         `dtype` is float32 or float16. Frames that cannot be decoded leave their row unfilled and
         are listed in the manifest under `unreadable`.
+
+        Parallel build: `shard=(rank, world)` in each of `world` processes sharing `out_dir`
+        (same source, same arguments). Rank 0 creates or checks the directory; each rank encodes
+        every world-th missing row and, after each batch, flushes the rows and then atomically
+        rewrites its own record `shard.<rank>.json` (filled ranges, unreadable frames), so a
+        killed rank loses at most its current batch; rank 0 folds the records into the manifest
+        at the end and at the start of the next build (any world size). `agree(ok) -> bool` is a
+        collective "did every rank succeed" (e.g. an all-reduce); it lets one rank's error stop
+        the others instead of leaving them waiting.
 
         Raises TeacherMismatchError when `out_dir` holds a cache of another teacher/checkpoint,
         CacheError when it holds one of other frames/preprocessing/dtype or the disk is too small.
@@ -285,34 +309,84 @@ class TeacherCache:
             ckpt = Path(teacher_checkpoint)
             checkpoint = {"path": str(ckpt.resolve()), "sha256": file_sha256(ckpt)}
 
+        rank, world = shard
+        if not 0 <= rank < world or (world > 1 and agree is None):
+            raise ValueError(f"shard {shard}: need 0 <= rank < world and, with world > 1, agree")
+        agree = agree or (lambda ok: ok)
+        wanted = {
+            "format_version": FORMAT_VERSION, "teacher_id": teacher_id,
+            "teacher_checkpoint": checkpoint, "preprocessing_version": preprocessing_version,
+            "input_size": int(input_size), "embedding_shape": list(emb_shape),
+            "dtype": dtype.name, "count": len(keys), "store_inputs": bool(store_inputs),
+        }
         root.mkdir(parents=True, exist_ok=True)
-        with _build_lock(root):
-            wanted = {
-                "format_version": FORMAT_VERSION, "teacher_id": teacher_id,
-                "teacher_checkpoint": checkpoint, "preprocessing_version": preprocessing_version,
-                "input_size": int(input_size), "embedding_shape": list(emb_shape),
-                "dtype": dtype.name, "count": len(keys), "store_inputs": bool(store_inputs),
-            }
-            if (root / MANIFEST_FILE).is_file():
-                manifest = cls._check_resumable(root, wanted, keys)
+        # Rank 0 alone creates/checks the directory and folds the ranks' shard records into the
+        # manifest; the lock keeps another job's build out for the whole build.
+        with (_build_lock(root) if rank == 0 else contextlib.nullcontext()):
+            _agreed(agree, lambda: cls._prepare(root, wanted, keys, source) if rank == 0 else None,
+                    "preparing the cache")
+            manifest = json.loads((root / MANIFEST_FILE).read_text())
+            filled = _from_ranges(manifest["filled"], len(keys))
+            # Every rank derives the same todo list from the same manifest: shards are disjoint.
+            todo = [k for k, f in zip(keys, filled) if not f][rank::world]
+
+            def fill() -> None:
+                if rank and json.loads((root / KEYS_FILE).read_text()) != keys:
+                    raise CacheError(f"{root}: rank {rank} sees other frames than rank 0")
+                if not todo:
+                    log.info("%s: all rows of this shard already filled", root)
+                    return
                 emb = np.lib.format.open_memmap(root / EMBEDDINGS_FILE, mode="r+")
                 inp = (np.lib.format.open_memmap(root / INPUTS_FILE, mode="r+")
                        if manifest["store_inputs"] else None)
-            else:
-                manifest, emb, inp = cls._create(root, wanted, keys, source)
-            filled = _from_ranges(manifest["filled"], len(keys))
-            todo = [k for k, f in zip(keys, filled) if not f]
-            if not todo:
-                log.info("%s: all %d rows already filled", root, len(keys))
-            else:
                 cls._check_disk(root, len(todo), emb, inp)
+                record = (root / MANIFEST_FILE) if world == 1 else (
+                    root / f"{_SHARD_PREFIX}{rank}.json")
                 cls._fill(root, manifest, keys, filled, todo, source, encode_fn, preprocess_fn,
-                          batch_size, emb, inp, progress)
-            del emb, inp  # close the writable maps before reopening read-only
+                          batch_size, emb, inp, progress, record)
+                del emb, inp  # close the writable maps before reopening read-only
+
+            _agreed(agree, fill, "encoding its shard")
+            if world > 1:
+                _agreed(agree, lambda: cls._merge_shards(root, manifest, keys) if rank == 0
+                        else None, "merging the shard records")
         cache = cls.open(root)
         if not cache.indices.size:
             raise CacheError(f"no frame of {source.path} could be encoded into {root}")
         return cache
+
+    @classmethod
+    def _prepare(cls, root: Path, wanted: dict[str, Any], keys: list[str],
+                 source: FrameSource) -> None:
+        """Create the directory's files, or check that they may be resumed and fold in the shard
+        records a killed parallel build left."""
+        if (root / MANIFEST_FILE).is_file():
+            manifest = cls._check_resumable(root, wanted, keys)
+            cls._merge_shards(root, manifest, keys)
+        else:
+            for stale in root.glob(_SHARD_PREFIX + "*.json"):  # of a failed creation
+                stale.unlink()
+            cls._create(root, wanted, keys, source)
+
+    @staticmethod
+    def _merge_shards(root: Path, manifest: dict[str, Any], keys: list[str]) -> None:
+        """Fold every `shard.<rank>.json` into the manifest (atomically), then delete them."""
+        records = sorted(root.glob(_SHARD_PREFIX + "*.json"))
+        if not records:
+            return
+        filled = _from_ranges(manifest["filled"], len(keys))
+        unreadable = list(manifest.get("unreadable", []))
+        row_of = {k: i for i, k in enumerate(keys)}
+        for path in records:
+            rec = json.loads(path.read_text())
+            filled |= _from_ranges(rec["filled"], len(keys))
+            unreadable += [k for k in rec.get("unreadable", []) if k not in unreadable]
+        manifest.update(filled=_to_ranges(filled), n_filled=int(filled.sum()),
+                        unreadable=[k for k in unreadable if not filled[row_of[k]]],
+                        updated=_now())
+        _write_json_atomic(root / MANIFEST_FILE, manifest)
+        for path in records:  # only once the manifest holds what they said
+            path.unlink()
 
     @staticmethod
     def _check_resumable(root: Path, wanted: dict[str, Any], keys: list[str]) -> dict[str, Any]:
@@ -343,7 +417,7 @@ class TeacherCache:
 
     @staticmethod
     def _create(root: Path, wanted: dict[str, Any], keys: list[str], source: FrameSource
-                ) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
+                ) -> None:
         # The manifest is written last: a directory without one is a failed creation and is
         # simply overwritten by the next build.
         n, s = len(keys), wanted["input_size"]
@@ -358,8 +432,8 @@ class TeacherCache:
         _write_json_atomic(root / KEYS_FILE, keys)
         manifest = {**wanted, "source": source.describe(), "filled": [], "n_filled": 0,
                     "unreadable": [], "created": _now(), "updated": _now()}
+        del emb, inp  # sparse files of the right size; ranks open their own maps
         _write_json_atomic(root / MANIFEST_FILE, manifest)
-        return manifest, emb, inp
 
     @staticmethod
     def _check_disk(root: Path, rows: int, emb: np.ndarray, inp: np.ndarray | None) -> None:
@@ -375,7 +449,7 @@ class TeacherCache:
     def _fill(root: Path, manifest: dict[str, Any], keys: list[str], filled: np.ndarray,
               todo: list[str], source: FrameSource, encode_fn: EncodeFn,
               preprocess_fn: PreprocessFn, batch_size: int, emb: np.ndarray,
-              inp: np.ndarray | None, progress: bool) -> None:
+              inp: np.ndarray | None, progress: bool, record: Path) -> None:
         from tqdm import tqdm
 
         row_of = {k: i for i, k in enumerate(keys)}
@@ -387,12 +461,14 @@ class TeacherCache:
         written: set[str] = set()
 
         def save(unreadable: list[str] | None = None) -> None:
+            # `record` is the manifest itself in one process, the rank's shard record otherwise.
             manifest["filled"] = _to_ranges(filled)
             manifest["n_filled"] = int(filled.sum())
             if unreadable is not None:
                 manifest["unreadable"] = unreadable
             manifest["updated"] = _now()
-            _write_json_atomic(root / MANIFEST_FILE, manifest)
+            _write_json_atomic(record, manifest if record.name == MANIFEST_FILE else {
+                k: manifest.get(k, []) for k in ("filled", "unreadable", "updated")})
 
         def flush_batch() -> None:
             out = _as_numpy(encode_fn(np.stack(batch_inputs)))
@@ -418,7 +494,8 @@ class TeacherCache:
             batch_inputs.clear()
 
         frame: Frame
-        bar = tqdm(total=len(keys), initial=len(keys) - len(todo), unit="frame",
+        done = int(filled.sum())  # in a parallel build: the rows before this run's shards
+        bar = tqdm(total=done + len(todo), initial=done, unit="frame",
                    desc=f"teacher {manifest['teacher_id']}", disable=not progress)
         try:
             for frame in source.frames(only=todo_set):

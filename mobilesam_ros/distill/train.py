@@ -26,6 +26,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,11 @@ from torch import nn
 from mobilesam_ros.core.checkpoints import load_image_encoder
 from mobilesam_ros.core.modeling.tiny_vit import build_tiny_vit_5m
 from mobilesam_ros.distill.config import (RUN_IDENTITY, DistillConfig, DistillInputError,
-                                          DistillResult, check_config, resolve_device)
+                                          DistillResult, check_config)
 from mobilesam_ros.distill.data import split_keys
+from mobilesam_ros.distill.distributed import (DistEnv, all_mean, check_global_batch,
+                                               convert_sync_batchnorm, init_distributed,
+                                               local_rows, shutdown_distributed)
 from mobilesam_ros.distill.inputs import HFLIP_SUFFIX, base_key, model_input
 from mobilesam_ros.distill.prepare import prepare_cache
 from mobilesam_ros.distill.report import PLOT, plot_history, write_logs
@@ -66,6 +70,45 @@ def _subset(rows: list[int], n: int) -> list[int]:
     if len(rows) <= n:
         return list(rows)
     return [rows[int(i)] for i in np.linspace(0, len(rows) - 1, n).round()]
+
+
+@dataclasses.dataclass
+class BatchPlan:
+    """The run's data order, the same for any number of processes: epoch e is the permutation of
+    `rows` seeded by (seed, e), cut into global batches of `batch_size` (the last may be smaller).
+
+    The data position is counted in global samples, so a state written by N processes resumes
+    on M: `samples_before(step)` and `step_at(samples)` convert between the two."""
+
+    rows: list[int]
+    batch_size: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        self.per_epoch = math.ceil(len(self.rows) / self.batch_size)
+        self._perm: tuple[int, list[int]] | None = None
+
+    def batch(self, step: int) -> list[int]:
+        """Cache rows of 0-based optimizer step `step` (the global batch)."""
+        epoch, pos = divmod(step, self.per_epoch)
+        if self._perm is None or self._perm[0] != epoch:  # depends on (seed, epoch) only
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = (epoch, [self.rows[i] for i in torch.randperm(len(self.rows),
+                                                                      generator=g)])
+        return self._perm[1][pos * self.batch_size:(pos + 1) * self.batch_size]
+
+    def samples_before(self, step: int) -> int:
+        """Training samples consumed by the first `step` optimizer steps."""
+        epoch, pos = divmod(step, self.per_epoch)
+        return epoch * len(self.rows) + min(pos * self.batch_size, len(self.rows))
+
+    def step_at(self, samples: int) -> int:
+        """The optimizer step that starts at data position `samples` (ValueError if none does)."""
+        epoch, offset = divmod(samples, len(self.rows))
+        step = epoch * self.per_epoch + math.ceil(offset / self.batch_size)
+        if self.samples_before(step) != samples:
+            raise ValueError(f"data position {samples} is not at a batch boundary")
+        return step
 
 
 def _build_student(cfg: DistillConfig, device: torch.device) -> nn.Module:
@@ -117,6 +160,27 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
             {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _wrap_ddp(student: nn.Module, device: torch.device) -> nn.Module:
+    """`student` (its optimizer already built) as a DistributedDataParallel module whose
+    BatchNorm statistics span the global batch; `student` stays the module that is validated
+    and saved (same parameters, same state-dict keys)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    # TinyViT's ImageNet head is never run; DDP would wait forever for its gradients. AdamW
+    # skipped it anyway (no gradient), so the optimizer state keeps the same layout.
+    for p in (*student.norm_head.parameters(), *student.head.parameters()):
+        p.requires_grad_(False)
+    convert_sync_batchnorm(student)
+    # Depthwise conv weights (C, 1, k, k): their gradients' stride along the size-1 dimension
+    # differs from the bucket's, which changes no memory layout; DDP warns on every rank anyway.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    # Buffers (BatchNorm running statistics, calibrated on rank 0) are broadcast once here; not
+    # before every forward: every rank updates them identically from the synchronised (or
+    # frozen) statistics, so re-broadcasting would only cost time.
+    return DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda"
+                                   else None, forward_sync_buffers=False)
+
+
 @contextlib.contextmanager
 def _deferred_sigint() -> Iterator[dict[str, bool]]:
     """Ctrl-C sets a flag checked between steps (a second Ctrl-C interrupts at once)."""
@@ -142,12 +206,26 @@ def distill(cfg: DistillConfig, on_step: Callable[[int, float], None] | None = N
             ) -> DistillResult:
     """Run (or resume) a distillation as configured; returns the written files and metrics.
 
-    `on_step(completed_steps, loss)` is called after every optimizer step (raising
-    KeyboardInterrupt there stops the run after saving, as Ctrl-C does).
+    Under torchrun (RANK/WORLD_SIZE set) this process is one rank of a DistributedDataParallel
+    run: `cfg.batch_size` is the global batch, each rank trains on batch_size / world_size of it,
+    and rank 0 alone validates and writes; other ranks return a result without validations
+    (`DistillResult.rank`). See `distributed.py` for why N ranks compute what one process does.
+    `on_step(completed_steps, loss)` is called after every optimizer step, on every rank, with
+    the global batch's loss (raising KeyboardInterrupt there stops the run after saving, as
+    Ctrl-C does; under torchrun it must then be raised on every rank at the same step).
     Raises DistillInputError for bad requests, CheckpointError / SourceError / CacheError for
     unreadable inputs.
     """
     check_config(cfg)
+    env, device, created = init_distributed(cfg.device)
+    try:
+        return _distill(cfg, on_step, env, device)
+    finally:
+        shutdown_distributed(created)
+
+
+def _distill(cfg: DistillConfig, on_step: Callable[[int, float], None] | None, env: DistEnv,
+             device: torch.device) -> DistillResult:
     out = Path(cfg.out)
     work = Path(cfg.work_dir) if cfg.work_dir else out.with_name(out.stem + "_distill")
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else work / "teacher_cache"
@@ -155,9 +233,10 @@ def distill(cfg: DistillConfig, on_step: Callable[[int, float], None] | None = N
     if state_path.exists() and not cfg.resume:
         raise DistillInputError(f"{work} already holds a training run ({TRAIN_STATE}); resume it "
                                 "(--resume) or use another work directory")
-    device = resolve_device(cfg.device)
+    check_global_batch(cfg.batch_size, env)
     use_amp = cfg.amp and device.type == "cuda"
-    prepared = prepare_cache(cfg, cache_dir, device)
+    main = env.is_main
+    prepared = prepare_cache(cfg, cache_dir, device, env=env)
     cache, sizes, decoder_state = prepared.cache, prepared.sizes, prepared.decoder_state
     work.mkdir(parents=True, exist_ok=True)
 
@@ -176,14 +255,17 @@ def distill(cfg: DistillConfig, on_step: Callable[[int, float], None] | None = N
         log.warning("val_fraction %.3g held out no frame of %d; validating on training frames "
                     "only", cfg.val_fraction, len(bases))
     bs = cfg.batch_size
-    per_epoch = math.ceil(len(train_rows) / bs)
+    plan = BatchPlan(train_rows, bs, cfg.seed)
+    per_epoch = plan.per_epoch
     total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(500, total // 20)
     val_every = cfg.val_every or per_epoch
     ckpt_every = cfg.checkpoint_every or per_epoch
-    log.info("%d training rows (%d frames), %d held-out frames, %d steps of batch %d on %s%s",
-             len(train_rows), len(train_b), len(val_rows), total, bs, device,
-             " (fp16 autocast)" if use_amp else "")
+    if main:
+        log.info("%d training rows (%d frames), %d held-out frames, %d steps of batch %d on %s%s",
+                 len(train_rows), len(train_b), len(val_rows), total, bs,
+                 f"{env.world_size} processes ({device.type}, {bs // env.world_size} each)"
+                 if env.distributed else device, " (fp16 autocast)" if use_amp else "")
 
     # ---- student, optimizer, schedule
     student = _build_student(cfg, device)
@@ -213,10 +295,17 @@ def distill(cfg: DistillConfig, on_step: Callable[[int, float], None] | None = N
         if st["scaler"]:  # empty when saved without AMP (e.g. a CPU run resumed on a GPU)
             scaler.load_state_dict(st["scaler"])
         restore_rng(st)
-        step = int(st["step"])
+        # The position is kept in global samples (states before it existed: the step count).
+        samples = int(st.get("samples", plan.samples_before(int(st["step"]))))
+        step = plan.step_at(samples)
+        if step != int(st["step"]):
+            raise DistillInputError(f"{state_path}: step {st['step']} but data position "
+                                    f"{samples} (step {step}); the file is inconsistent")
         steps_log = st["history"]["steps"]
         validations = st["history"]["validations"]
-        log.info("resuming %s at step %d of %d", work, step, total)
+        if main:
+            log.info("resuming %s at step %d of %d (sample %d; saved by %d process(es), now %d)",
+                     work, step, total, samples, int(st.get("world_size", 1)), env.world_size)
 
     inputs, targets = cache.inputs, cache.embeddings
     size_of = [sizes.get(k) for k in keys]
@@ -243,45 +332,45 @@ def distill(cfg: DistillConfig, on_step: Callable[[int, float], None] | None = N
         return {"steps": steps_log, "validations": validations}
 
     def save(at: int) -> None:
+        if not main:
+            return
         save_train_state(state_path, student=student, optimizer=optimizer, scheduler=scheduler,
-                         scaler=scaler, step=at, config=identity, history=history())
+                         scaler=scaler, step=at, config=identity, history=history(),
+                         samples=plan.samples_before(at), world_size=env.world_size)
         write_logs(work, steps_log, validations)
         plot_history(work / PLOT, steps_log, validations, total)
 
-    perms: dict[int, list[int]] = {}
-
-    def batch_rows(s: int) -> list[int]:
-        epoch, pos = divmod(s, per_epoch)
-        if epoch not in perms:  # the order depends on (seed, epoch) only: resumable as is
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-            perms.clear()
-            perms[epoch] = [train_rows[i] for i in torch.randperm(len(train_rows), generator=g)]
-        return perms[epoch][pos * bs:(pos + 1) * bs]
-
     from tqdm import tqdm
 
-    if step == 0 and cfg.init is None:
+    if step == 0 and cfg.init is None and main:  # DDP's constructor broadcasts rank 0's result
         calib = train_eval or train_rows[:8]
         student.eval()
         calibrate_batchnorm(student, (model_input(inputs[[r]], [size_of[r]], device)
                                       for r in calib))
-    if not validations:
+    if not validations and main:
         validate(0)
+    model = _wrap_ddp(student, device) if env.distributed else student
     _set_train_mode(student, bn_frozen)
-    bar = tqdm(total=total, initial=step, unit="step", desc="distill", disable=not cfg.progress)
+    bar = tqdm(total=total, initial=step, unit="step", desc="distill",
+               disable=not (cfg.progress and main))
     t0 = time.monotonic()
     consistent = True  # False while an optimizer step is half done
     try:
         with _deferred_sigint() as sigint:
             while step < total:
                 consistent = False
-                rows = batch_rows(step)
+                rows, weight = local_rows(plan.batch(step), env)
                 x = model_input(inputs[rows], [size_of[r] for r in rows], device)
                 tgt = torch.from_numpy(np.asarray(targets[rows], np.float32)).to(device)
                 with torch.autocast(device.type, torch.float16, enabled=use_amp):
-                    pred = student(x)
+                    pred = model(x)
                 loss = F.mse_loss(pred.float(), tgt)
-                if not torch.isfinite(loss) and not use_amp:
+                if weight != 1.0:  # this rank's share of the global batch mean (distributed.py)
+                    loss = loss * weight
+                # The global batch's loss, and whether any rank was interrupted (so all ranks
+                # stop after the same step): one small all-reduce.
+                value, stop_votes = all_mean([loss.detach().item(), float(sigint["stop"])], env)
+                if not math.isfinite(value) and not use_amp:
                     raise FloatingPointError(f"non-finite loss at step {step}; lower the lr")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -294,34 +383,36 @@ def distill(cfg: DistillConfig, on_step: Callable[[int, float], None] | None = N
                 scheduler.step()
                 step += 1
                 consistent = True
-                value = loss.detach().item()
                 steps_log.append({"step": step, "epoch": (step - 1) // per_epoch, "lr": lr,
                                   "loss": value})
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2g}")
-                if step % val_every == 0 or step == total:
+                if (step % val_every == 0 or step == total) and main:
                     validate(step)
                 if step % ckpt_every == 0 and step < total:  # the end is saved below
                     save(step)
                 if on_step is not None:
                     on_step(step, value)
-                if sigint["stop"]:
+                if stop_votes > 0 if env.distributed else sigint["stop"]:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         if consistent:  # between steps (on_step, first Ctrl-C): save where we are
             save(step)
-            log.warning("stopped at step %d of %d; saved %s (resume to continue)", step, total,
-                        state_path)
-        else:
+            if main:
+                log.warning("stopped at step %d of %d; saved %s (resume to continue)", step,
+                            total, state_path)
+        elif main:
             log.warning("aborted inside step %d; %s holds the last saved step", step + 1,
                         state_path)
         raise
     finally:
         bar.close()
-    if validations[-1]["step"] != step:
-        validate(step)
-    save(step)
-    export_student(out, student, decoder_state)
-    log.info("wrote %s after %d steps (%.0f s this run); logs and %s in %s", out, step,
-             time.monotonic() - t0, PLOT, work)
-    return DistillResult(out, work, cache_dir, step, train_b, val_b, validations, steps_log)
+    if main:
+        if validations[-1]["step"] != step:
+            validate(step)
+        save(step)
+        export_student(out, student, decoder_state)
+        log.info("wrote %s after %d steps (%.0f s this run); logs and %s in %s", out, step,
+                 time.monotonic() - t0, PLOT, work)
+    return DistillResult(out, work, cache_dir, step, train_b, val_b, validations, steps_log,
+                         rank=env.rank)

@@ -1,15 +1,20 @@
-"""TeacherCache: build, exact contents, resume after an interruption, refusal to mix teachers."""
+"""TeacherCache: build, exact contents, resume after an interruption, refusal to mix teachers,
+a parallel build (2 gloo processes) that loses no finished row when one rank is SIGKILLed."""
 import hashlib
 import json
 import logging
+import os
 import pickle
 import shutil
+import signal
 
 import cv2
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 from conftest import shared_path
+from torch.multiprocessing.spawn import ProcessException
 
 from mobilesam_ros.distill.data import ImageFolderSource, VideoSource
 from mobilesam_ros.distill.teacher_cache import (
@@ -235,3 +240,98 @@ def test_bad_encoder_or_preprocess_output(tmp_path, folder):
                            preprocess_fn=lambda im: preprocess(im).astype(np.float32))
     with pytest.raises(CacheError, match="not a teacher cache"):
         TeacherCache.open(tmp_path / "nothing")
+
+
+# ------------------------------------------------------------------ teacher cache, killed rank
+
+CACHE_FRAMES = [f"{i:06d}.jpg" for i in range(0, 48, 6)]  # 8 frames: 4 per rank
+KILL_RANK, KILL_AFTER = 1, 2
+
+
+def patch_embed(batch):
+    """PatchTeacher's embeddings, image by image (exact)."""
+    teacher = PatchTeacher()
+    return torch.stack([teacher.embed_one(b) for b in batch])
+
+
+def _cache_worker(rank, world, init_file, out, folder, log_dir, kill):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    calls = []
+    seen = open(os.path.join(log_dir, f"encoded.{os.getpid()}.txt"), "w")
+
+    def encode(batch):
+        if kill and rank == KILL_RANK and len(calls) == KILL_AFTER:
+            os.kill(os.getpid(), signal.SIGKILL)  # k items encoded and recorded; die now
+        calls.append(len(batch))
+        for b in batch:
+            seen.write(hashlib.sha1(b.tobytes()).hexdigest() + "\n")
+        seen.flush()
+        return patch_embed(batch)
+
+    def agree(ok):
+        t = torch.tensor([float(ok)])
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
+
+    TeacherCache.build(out, ImageFolderSource(folder), encode, 1, "patch", progress=False,
+                       preprocess_fn=preprocess, shard=(rank, world), agree=agree)
+    dist.destroy_process_group()
+
+
+def _spawn_build(tmp_path, tag, out, folder, kill, world=2):
+    log_dir = tmp_path / tag
+    log_dir.mkdir()
+    init = tmp_path / f"init_{tag}"
+    ctx = mp.start_processes(_cache_worker, args=(world, str(init), str(out), str(folder),
+                                                  str(log_dir), kill),
+                             nprocs=world, join=False, start_method="spawn")
+    try:
+        while not ctx.join(timeout=60):
+            pass
+    except ProcessException:  # the killed rank (spawn then ends the other one)
+        if not kill:
+            raise
+    else:
+        assert not kill, "the rank that should have been killed finished"
+    return [line for p in sorted(log_dir.glob("encoded.*.txt"))
+            for line in p.read_text().split()]
+
+
+def test_killed_rank_loses_no_finished_rows(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    images = {}
+    for name in CACHE_FRAMES:
+        shutil.copy(shared_path("data", "sequence", name), folder / name)
+        images[name] = preprocess(cv2.cvtColor(cv2.imread(str(folder / name)),
+                                               cv2.COLOR_BGR2RGB))
+    key_of = {hashlib.sha1(x.tobytes()).hexdigest(): k for k, x in images.items()}
+    out = tmp_path / "cache"
+
+    first = [key_of[h] for h in _spawn_build(tmp_path, "crash", out, folder, kill=True)]
+    records = {p.name: json.loads(p.read_text()) for p in out.glob("shard.*.json")}
+    keys = json.loads((out / "keys.json").read_text())
+    recorded = {keys[i] for rec in records.values() for a, b in rec["filled"]
+                for i in range(a, b)}
+    killed = records.get(f"shard.{KILL_RANK}.json", {"filled": []})
+    # rank 1 owns rows 1, 3, 5, 7; it encoded and recorded 2 of them before the kill
+    assert sum(b - a for a, b in killed["filled"]) == KILL_AFTER
+    assert recorded <= set(first) and len(recorded) >= KILL_AFTER
+
+    second = [key_of[h] for h in _spawn_build(tmp_path, "rerun", out, folder, kill=False)]
+    lost = set(first) - recorded  # encoded in the first run, not recorded when it ended
+    print(f"\nfirst run encoded {len(first)} of {len(keys)} items ({len(recorded)} recorded); "
+          f"the rerun encoded {len(second)}: {len(lost)} recomputed, "
+          f"{len(recorded & set(second))} of the recorded ones")
+    assert sorted(second) == sorted(set(keys) - recorded)  # exactly what was missing, once
+    assert not recorded & set(second)
+    assert len(lost) <= 1  # at most the batch the surviving rank was in when it was ended
+
+    cache = TeacherCache.open(out)
+    assert cache.complete and not list(out.glob("shard.*.json"))
+    for i, k in enumerate(cache.keys):  # equal to a one-process computation, row by row
+        np.testing.assert_array_equal(cache[i][1], patch_embed(images[k][None])[0].numpy())
