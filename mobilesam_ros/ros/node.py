@@ -10,6 +10,8 @@ Topics (relative names: remap them):
   out  ~/instances (mobilesam_ros/InstanceMaskArray), ~/label_image (mono16), ~/overlay (rgb8,
        only rendered while someone subscribes), /diagnostics (diagnostic_msgs/DiagnosticArray, 1 Hz)
   3D   depth + camera_info in -> ~/instances_3d, ~/points, ~/markers out: see ros/depth3d.py
+  ids  SegEvery ids are track ids (ros/tracking_adapter.py); click-to-track publishes ~/followed and
+       serves ~/remove_objects (ros/follow_adapter.py)
 """
 from __future__ import annotations
 
