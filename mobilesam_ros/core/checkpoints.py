@@ -38,8 +38,8 @@ class CheckpointError(Exception):
     """A checkpoint file is missing, unreadable, unsafe, or holds another architecture."""
 
 
-def load_state_dict(path: PathLike) -> Dict[str, Any]:
-    """The top-level dict of a checkpoint file, read safely (tensors and containers only, on CPU)."""
+def check_file(path: PathLike) -> str:
+    """`path` as a str if it names a non-empty file; CheckpointError saying what is wrong otherwise."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint file not found: {path}")
@@ -47,6 +47,12 @@ def load_state_dict(path: PathLike) -> Dict[str, Any]:
         raise CheckpointError(f"checkpoint path is not a file: {path}")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint file is empty: {path}")
+    return path
+
+
+def load_state_dict(path: PathLike) -> Dict[str, Any]:
+    """The top-level dict of a checkpoint file, read safely (tensors and containers only, on CPU)."""
+    path = check_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

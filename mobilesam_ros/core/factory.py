@@ -39,16 +39,22 @@ class ModelConfig:
     cpu: CpuPolicy = field(default_factory=CpuPolicy)
 
 
-def load_sam(cfg: ModelConfig):
-    """The torch `Sam` for cfg's checkpoint(s); CheckpointError names any problem."""
-    from .checkpoints import CheckpointError, load_mobile_sam, load_v2
+def checkpoint_files(cfg: ModelConfig) -> list[str]:
+    """cfg's checkpoint file(s), encoder first; CheckpointError when missing, not a file or empty."""
+    from .checkpoints import CheckpointError, check_file
 
     if not cfg.checkpoint:
         raise CheckpointError("no checkpoint given (model.checkpoint / --checkpoint): "
                               "download mobile_sam.pt, see README 'Weights'")
-    if cfg.decoder_checkpoint:
-        return load_v2(cfg.checkpoint, cfg.decoder_checkpoint)
-    return load_mobile_sam(cfg.checkpoint)
+    return [check_file(f) for f in (cfg.checkpoint, cfg.decoder_checkpoint) if f]
+
+
+def load_sam(cfg: ModelConfig):
+    """The torch `Sam` for cfg's checkpoint(s); CheckpointError names any problem."""
+    from .checkpoints import load_mobile_sam, load_v2
+
+    files = checkpoint_files(cfg)
+    return load_v2(*files) if len(files) == 2 else load_mobile_sam(files[0])
 
 
 def resolve_backend(cfg: ModelConfig) -> str:
@@ -88,8 +94,7 @@ def _onnx_backend(cfg: ModelConfig) -> Backend:
     if not encoder:
         from .backends.onnx_cache import cached_graphs
 
-        sam = load_sam(cfg)  # validates the checkpoint(s) with the same errors as backend torch
-        files = [cfg.checkpoint] + ([cfg.decoder_checkpoint] if cfg.decoder_checkpoint else [])
-        encoder, decoder = cached_graphs(files, lambda: sam, cfg.onnx_cache_dir)
+        # loaded only to export: an entry exists only for bytes that once loaded strictly
+        encoder, decoder = cached_graphs(checkpoint_files(cfg), lambda: load_sam(cfg), cfg.onnx_cache_dir)
     return OnnxBackend(encoder, decoder, cfg.providers, cfg.cpu)
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..checkpoints import CheckpointError
 from ..weights import sha256_of
 
 LOG = logging.getLogger("mobilesam_ros")
@@ -104,11 +105,11 @@ def _export_into(folder: Path, load_sam: Callable[[], object]) -> None:
         enc = export_encoder(sam, str(folder / FILES[0]))
         dec = export_decoder(sam, str(folder / FILES[1]))
         err = check_export(sam, enc, dec)
+    except CheckpointError:
+        raise  # a bad checkpoint is the user's error under any backend: never a fallback
     except ImportError as exc:
         raise ExportUnavailable(f"cannot export ONNX graphs: {exc}") from exc
     except Exception as exc:  # noqa: BLE001  the exporter raises many types; the caller falls back
-        if type(exc).__name__ == "CheckpointError":
-            raise  # a bad checkpoint is the user's error under any backend: do not hide it
         raise ExportUnavailable(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
     if not export_matches(err):
         raise ExportUnavailable(f"exported graphs disagree with torch beyond the golden tolerances: {err}")
