@@ -43,18 +43,15 @@ class CpuPolicy:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
 
 
-def openmp_loaded() -> bool:
-    """True once an OpenMP runtime is mapped into this process (its wait policy is then fixed)."""
-    try:
-        with open("/proc/self/maps") as f:
-            return any(("libgomp" in line or "libomp" in line or "libiomp" in line) for line in f)
-    except OSError:
-        return "torch" in sys.modules
+def torch_loaded() -> bool:
+    """True once torch (and with it its own bundled libgomp, which reads OMP_WAIT_POLICY when it
+    loads) is imported. Other libraries' OpenMP copies (scipy's, OpenCV's) do not fix torch's."""
+    return "torch" in sys.modules
 
 
 def apply_before_torch(policy: CpuPolicy) -> str:
     """Set OMP_WAIT_POLICY for the OpenMP runtime torch will load. Returns the policy in effect
-    ("PASSIVE", "ACTIVE", or the environment's value / "default"); if OpenMP is already loaded
+    ("PASSIVE", "ACTIVE", or the environment's value / "default"); if torch is already loaded
     with another value, returns that and says so in the text ("... (too late: ...)")."""
     current = os.environ.get("OMP_WAIT_POLICY", "")
     want = current if policy.omp_wait_policy == "env" else policy.omp_wait_policy.upper()
@@ -62,8 +59,8 @@ def apply_before_torch(policy: CpuPolicy) -> str:
         return "default"
     if want.upper() == current.upper():
         return want.upper()
-    if openmp_loaded():
-        return (f"{current.upper() or 'default'} (too late for {want}: OpenMP was already loaded; "
+    if torch_loaded():
+        return (f"{current.upper() or 'default'} (too late for {want}: torch was already loaded; "
                 f"set OMP_WAIT_POLICY={want} in the environment)")
     os.environ["OMP_WAIT_POLICY"] = want
     return want
