@@ -14,16 +14,18 @@ object can be re-acquired from other instances of the frame (SegEvery's, in the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .instances import Instances
 from .postprocess import masks_to_boxes
-from .predictor import Prediction, SamPredictor
 from .prompts import ObjectPrompt
 from .tracking import box_iou_matrix
+
+if TYPE_CHECKING:  # torch loads with the predictor; the node must import this before its CPU policy is set
+    from .predictor import Prediction, SamPredictor
 
 __all__ = ["FollowConfig", "Followed", "FollowSet", "FollowResult", "follow_step"]
 

@@ -79,14 +79,18 @@ class MobileSamNode(LifecycleNode):
             self.trigger_activate()
 
     def on_configure(self, state) -> TransitionCallbackReturn:
-        from mobilesam_ros.core.cpu_policy import apply_process_policy, describe
-        from mobilesam_ros.core.pipeline import PipelineConfig, build_pipeline, cpu_policy_from_params
+        from mobilesam_ros.core.cpu_policy import CpuPolicy, apply_process_policy, describe
 
         cfg = P.read_all(self)
         t0 = time.perf_counter()
         try:
-            # process-wide, so here at the entry point; before the pipeline's first torch import
-            self.get_logger().info(f"CPU policy: {describe(apply_process_policy(cpu_policy_from_params(cfg)))}")
+            # process-wide, so here at the entry point, and before anything imports torch: its
+            # OpenMP runtime reads OMP_WAIT_POLICY once, when it is loaded
+            policy = CpuPolicy(threads=cfg["cpu.threads"], omp_wait_policy=cfg["cpu.omp_wait_policy"],
+                               ort_spinning=cfg["cpu.ort_spinning"], keep_freed_memory=cfg["cpu.keep_freed_memory"])
+            self.get_logger().info(f"CPU policy: {describe(apply_process_policy(policy))}")
+            from mobilesam_ros.core.pipeline import PipelineConfig, build_pipeline
+
             self._pipeline = build_pipeline(PipelineConfig.from_params(cfg))
         except Exception as exc:  # noqa: BLE001  any load failure must fail the transition, with why
             self.get_logger().error(f"configure failed: {exc}")

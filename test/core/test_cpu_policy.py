@@ -63,6 +63,17 @@ print(torch.get_num_threads(), fast_decoder._MALLOC_TUNED)
     assert res.stdout.split() == ["1", "False"]
 
 
+@pytest.mark.ros
+def test_node_module_loads_no_openmp_runtime_before_configure():
+    """The node applies cpu.* at its first configure, so importing it must not load torch (or any
+    module that does): torch's libgomp reads OMP_WAIT_POLICY once, when it is loaded."""
+    res = _run("import sys, mobilesam_ros.ros.node\nprint(sorted(m for m in ('torch', 'onnxruntime') "
+               "if m in sys.modules))")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", res.stdout
+    assert "OMP_WAIT_POLICY" not in res.stderr  # no OpenMP runtime initialised yet
+
+
 def test_cli_applies_the_policy_before_torch_loads(tmp_path):
     res = subprocess.run([sys.executable, "-P", "-m", "mobilesam_ros", "segany", "--checkpoint",
                           str(tmp_path / "missing.pt"), "--image", "x.jpg", "--point", "1,1,1", "--output", str(tmp_path / "o.npz"),
