@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """3D extraction benchmark: depth (16UC1 / 32FC1) + 20 instances at 640x480 -> positions, boxes,
-valid points (core.geometry3d), as the node runs it per segmented frame: depth to metres, the masks'
+valid points (core.ops.geometry3d), as the node runs it per segmented frame: depth to metres, the masks'
 crops taken from bit-packed Instances, and optionally the decimated point cloud.
 
     . scripts/activate.sh && python benchmarks/bench_3d.py [--instances 20] [--repeat 50]
@@ -28,7 +28,7 @@ def scene(n: int, w: int = 640, h: int = 480, seed: int = 0):
     noise and 5 % holes; returns packed Instances, depth in mm (uint16) and in m (float32)."""
     import cv2
 
-    from mobilesam_ros.core.instances import Instances
+    from mobilesam_ros.core.structures.instances import Instances
 
     rng = np.random.default_rng(seed)
     z = np.full((h, w), 2.0)
@@ -60,7 +60,7 @@ def timed_cpu(fn, repeat: int) -> list[float]:
 
 def accuracy() -> list[dict]:
     """Worst position / extent error (mm) per object of the analytic scene of
-    test/core/test_geometry3d.py (two boxes, two spheres, tilted wall; truth from exact geometry),
+    test/core/ops/test_geometry3d.py (two boxes, two spheres, tilted wall; truth from exact geometry),
     per encoding and degradation."""
     sys.path.insert(0, str(ROOT / "test" / "core"))
     import test_geometry3d as T
@@ -90,7 +90,7 @@ def main() -> None:
                     "test scenes (needs the test/ folder)")
     args = ap.parse_args()
 
-    from mobilesam_ros.core.geometry3d import Extract3DConfig, PinholeCamera, depth_to_metres, extract_instances_3d
+    from mobilesam_ros.core.ops.geometry3d import Extract3DConfig, PinholeCamera, depth_to_metres, extract_instances_3d
 
     inst, mm, metres = scene(args.instances)
     cam = PinholeCamera(525.0, 525.0, 319.5, 239.5, 640, 480)

@@ -83,14 +83,14 @@ def single(args) -> dict:
         return cli_segany(backend, policy, args.repeat)
     if workload == "node_e2e":
         return node_e2e(backend, policy, args.repeat)
-    from mobilesam_ros.core.cpu_policy import CpuPolicy, apply_process_policy
+    from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy, apply_process_policy
 
     cpu = CpuPolicy(threads=2, **policy_args(policy))
     apply_process_policy(cpu)
     import numpy as np
 
-    from mobilesam_ros.core.factory import ModelConfig
-    from mobilesam_ros.core.pipeline import FilterConfig, PipelineConfig, build_pipeline
+    from mobilesam_ros.core.runtime.factory import ModelConfig
+    from mobilesam_ros.core.engine.pipeline import FilterConfig, PipelineConfig, build_pipeline
 
     pipe = build_pipeline(PipelineConfig(ModelConfig(CKPT, backend=backend, cpu=cpu), detector=DET))
     rgb = frame_640x480()
@@ -201,8 +201,8 @@ def measure(workload: str, backend: str, policy: str, condition: str, repeat: in
 
 
 def warm_cache() -> None:
-    from mobilesam_ros.core.backends.onnx_cache import cached_graphs
-    from mobilesam_ros.core.checkpoints import load_mobile_sam
+    from mobilesam_ros.core.runtime.onnx_cache import cached_graphs
+    from mobilesam_ros.core.io.checkpoints import load_mobile_sam
 
     cached_graphs([CKPT], lambda: load_mobile_sam(CKPT))
 

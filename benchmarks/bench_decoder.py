@@ -53,8 +53,8 @@ def run_single(args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mobilesam_ros.core.checkpoints import load_mobile_sam
-    from mobilesam_ros.core.modeling.fast_decoder import FastMaskDecoder, keep_freed_memory_mapped
+    from mobilesam_ros.core.io.checkpoints import load_mobile_sam
+    from mobilesam_ros.core.runtime.fast_decoder import FastMaskDecoder, keep_freed_memory_mapped
 
     if args.malloc == "tuned":  # process-wide, so both decoders get it when asked for
         keep_freed_memory_mapped()

@@ -31,9 +31,9 @@ def overhead(size, repeat: int) -> dict:
     from builtin_interfaces.msg import Time
     from std_msgs.msg import Header
 
-    from mobilesam_ros.core.factory import ModelConfig
-    from mobilesam_ros.core.pipeline import FilterConfig, PipelineConfig, build_pipeline
-    from mobilesam_ros.core.image_codec import image_msg_to_rgb
+    from mobilesam_ros.core.runtime.factory import ModelConfig
+    from mobilesam_ros.core.engine.pipeline import FilterConfig, PipelineConfig, build_pipeline
+    from mobilesam_ros.core.io.image_codec import image_msg_to_rgb
     from mobilesam_ros.ros.conversions import array_to_image_msg
     from mobilesam_ros.ros.messages import instances_to_msg, label_image, overlay_image
 
@@ -134,7 +134,7 @@ def main() -> int:
     ap.add_argument("--skip-overhead", action="store_true", help="only the 30 Hz streams")
     ap.add_argument("--json", default="out/bench_node.json")
     args = ap.parse_args()
-    from mobilesam_ros.core.cpu_policy import CpuPolicy, apply_process_policy
+    from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy, apply_process_policy
 
     apply_process_policy(CpuPolicy(threads=2))  # the node's own policy
     rows = [] if args.skip_overhead else [overhead(s, args.repeat) for s in ((640, 480), (1280, 720))]

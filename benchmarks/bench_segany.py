@@ -32,8 +32,8 @@ def boxes(n: int, h: int, w: int) -> np.ndarray:
 
 
 def backend_for(name: str, onnx_dir: str, threads: int):
-    from mobilesam_ros.core.cpu_policy import CpuPolicy
-    from mobilesam_ros.core.factory import ModelConfig, build_backend
+    from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy
+    from mobilesam_ros.core.runtime.factory import ModelConfig, build_backend
 
     ckpt = str(SHARED / "fixtures" / "mobile_sam_seed1.pt")
     return build_backend(ModelConfig(ckpt, backend=name, onnx_encoder=os.path.join(onnx_dir, "encoder.onnx"),
@@ -45,9 +45,9 @@ def single(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mobilesam_ros.core.predictor import SamPredictor
-    from mobilesam_ros.core.prompts import make_prompt, to_tokens
-    from mobilesam_ros.core.transforms import preprocess_image
+    from mobilesam_ros.core.engine.predictor import SamPredictor
+    from mobilesam_ros.core.structures.prompts import make_prompt, to_tokens
+    from mobilesam_ros.core.ops.transforms import preprocess_image
 
     g = np.load(SHARED / "fixtures" / "golden_seed1.npz")
     image = g["image"]
@@ -92,8 +92,8 @@ def main() -> int:
     names = [b for b in args.backends.split(",") if b]
     onnx_dir = args.onnx_dir
     if "onnx" in names and not onnx_dir:
-        from mobilesam_ros.core.backends.export import export_decoder, export_encoder
-        from mobilesam_ros.core.checkpoints import load_mobile_sam
+        from mobilesam_ros.core.runtime.export import export_decoder, export_encoder
+        from mobilesam_ros.core.io.checkpoints import load_mobile_sam
 
         onnx_dir = tempfile.mkdtemp(prefix="mobilesam_onnx_")
         sam = load_mobile_sam(str(SHARED / "fixtures" / "mobile_sam_seed1.pt"))

@@ -36,12 +36,12 @@ def single(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mobilesam_ros.core.backends.torch_backend import TorchBackend
-    from mobilesam_ros.core.checkpoints import load_mobile_sam
-    from mobilesam_ros.core.detector import YoloV8OnnxDetector
-    from mobilesam_ros.core.pipeline import FilterConfig
-    from mobilesam_ros.core.predictor import SamPredictor
-    from mobilesam_ros.core.segevery import decode_boxes
+    from mobilesam_ros.core.runtime.torch_backend import TorchBackend
+    from mobilesam_ros.core.io.checkpoints import load_mobile_sam
+    from mobilesam_ros.core.engine.detector import YoloV8OnnxDetector
+    from mobilesam_ros.core.engine.pipeline import FilterConfig
+    from mobilesam_ros.core.engine.predictor import SamPredictor
+    from mobilesam_ros.core.engine.segevery import decode_boxes
 
     image = cv2.cvtColor(cv2.imread(args.image), cv2.COLOR_BGR2RGB)
     h, w = image.shape[:2]
@@ -71,7 +71,7 @@ def single(args) -> dict:
         r = timed(frame, args.repeat)
         r["instances"] = len(frame())
     elif case == "grid32":
-        from mobilesam_ros.core.amg import AutomaticMaskGenerator
+        from mobilesam_ros.core.engine.amg import AutomaticMaskGenerator
 
         amg = AutomaticMaskGenerator(pred, points_per_side=32, stability_score_thresh=0.05)
         r = timed(lambda: amg.generate(image, 1), 1, warmup=0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tracking benchmark: SegEvery tracker (core.tracking) vs a naive per-frame greedy IoU matcher on
+"""Tracking benchmark: SegEvery tracker (core.engine.tracking) vs a naive per-frame greedy IoU matcher on
 synthetic COCO128-seg sequences with ground truth, and the tracker's cost per frame.
 
     . scripts/activate.sh && python benchmarks/bench_tracking.py [--seeds 5] [--repeat 3]
@@ -10,7 +10,7 @@ the same detections, so FN and FP are equal and they differ only in association.
 Cost: Tracker.update per frame (wall and this process's CPU time) at 640x480 with 20 and 100
 objects; min / median over all frames of `--repeat` passes. The machine is shared and noisy.
 Target (issue 13): <= 5 ms per frame at 100 tracks.
-Click-to-track (`--follow`): core.follow.follow_step on a 640x480 camera frame with N followed
+Click-to-track (`--follow`): core.engine.follow.follow_step on a 640x480 camera frame with N followed
 objects (one batched decode of box + low-res mask prompts, masks to full size), torch backend,
 seeded official-format checkpoint (timing does not depend on the weights); min / median of
 `--repeat` steps after one warm-up, and per object.
@@ -32,7 +32,7 @@ from tracking_sim import (LEVELS, GreedyMatcher, Level, evaluate, ground_truth, 
 
 
 def quality(seeds: int) -> list[dict]:
-    from mobilesam_ros.core.tracking import Tracker
+    from mobilesam_ros.core.engine.tracking import Tracker
 
     rows = []
     for level in LEVELS:
@@ -56,7 +56,7 @@ def quality(seeds: int) -> list[dict]:
 
 
 def overhead(n_objects: int, repeat: int) -> dict:
-    from mobilesam_ros.core.tracking import Tracker
+    from mobilesam_ros.core.engine.tracking import Tracker
 
     level = Level(f"cost{n_objects}", objects=n_objects, frames=30, speed_px_s=(20, 80),
                   size_px=(30, 90), drop_prob=0.0, noise_px=1, jitter_px=1, fp_per_frame=0.0,
@@ -83,11 +83,11 @@ def follow_cost(counts: tuple[int, ...], repeat: int) -> list[dict]:
     import cv2
 
     from common import SHARED
-    from mobilesam_ros.core.backends.torch_backend import TorchBackend
-    from mobilesam_ros.core.checkpoints import load_mobile_sam
-    from mobilesam_ros.core.follow import FollowConfig, FollowSet, follow_step
-    from mobilesam_ros.core.predictor import SamPredictor
-    from mobilesam_ros.core.prompts import make_prompt
+    from mobilesam_ros.core.runtime.torch_backend import TorchBackend
+    from mobilesam_ros.core.io.checkpoints import load_mobile_sam
+    from mobilesam_ros.core.engine.follow import FollowConfig, FollowSet, follow_step
+    from mobilesam_ros.core.engine.predictor import SamPredictor
+    from mobilesam_ros.core.structures.prompts import make_prompt
 
     p = SamPredictor(TorchBackend(load_mobile_sam(str(SHARED / "fixtures" / "mobile_sam_seed1.pt"))))
     img = cv2.cvtColor(cv2.imread(str(SHARED / "data" / "sequence" / "000000.jpg")), cv2.COLOR_BGR2RGB)

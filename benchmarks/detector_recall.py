@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobilesam_ros.core.cpu_policy import CpuPolicy
+from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy
 
 import cv2
 import numpy as np
@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a checkout tool: measure this tree's detector (core needs no msgs)
 
-from mobilesam_ros.core.detector import V2_DETECTOR_SETTINGS, YoloV8OnnxDetector  # noqa: E402
+from mobilesam_ros.core.engine.detector import V2_DETECTOR_SETTINGS, YoloV8OnnxDetector  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 SETTINGS = {

@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from mobilesam_ros.core.instances import Instances
-from mobilesam_ros.core.tracking import TrackerConfig, coarse_masks, grid_stride, mask_iou_matrix
+from mobilesam_ros.core.structures.instances import Instances
+from mobilesam_ros.core.engine.tracking import TrackerConfig, coarse_masks, grid_stride, mask_iou_matrix
 
 COCO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "coco128-seg")
 
@@ -395,7 +395,7 @@ def evaluate(gt: list[tuple[np.ndarray, np.ndarray]], hyp: list[tuple[np.ndarray
 
 def run_matcher(seq: Sequence, matcher) -> list[tuple[np.ndarray, np.ndarray]]:
     """Hypotheses (ids, masks) per frame from `matcher.update(instances, stamp_ns)`, which returns
-    the ids or an object with `.ids` (core.tracking.Tracker)."""
+    the ids or an object with `.ids` (core.engine.tracking.Tracker)."""
     out = []
     for k, f in enumerate(seq.frames):
         res = matcher.update(seq.detections(k), f.stamp_ns)

@@ -6,8 +6,8 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import export, segany, segevery
-    from .distill import cli as distill
+    from mobilesam_ros.cli import export, segany, segevery
+    from mobilesam_ros.distill import cli as distill
 
     ap = argparse.ArgumentParser(prog="python -m mobilesam_ros", description="MobileSAM / MobileSAMv2 "
                                  "segmentation without ROS: SegAny, SegEvery, ONNX export, distillation.")
@@ -18,13 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .cli.common import fail
+    from mobilesam_ros.cli.common import fail
 
     args = build_parser().parse_args(argv)
     try:
-        if hasattr(args, "omp_wait_policy"):  # before anything imports torch (see core/cpu_policy.py)
-            from .cli.common import cpu_policy
-            from .core.cpu_policy import apply_process_policy
+        if hasattr(args, "omp_wait_policy"):  # before anything imports torch (see core/runtime/cpu_policy.py)
+            from mobilesam_ros.cli.common import cpu_policy
+            from mobilesam_ros.core.runtime.cpu_policy import apply_process_policy
 
             apply_process_policy(cpu_policy(args))
         return int(args.run(args) or 0)

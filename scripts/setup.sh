@@ -39,4 +39,7 @@ if ! colcon build --symlink-install \
   tail -50 log_build.txt >&2
   exit 1
 fi
+# symlink-install keeps links to modules that were moved or deleted since the last build; a stale
+# link would shadow nothing but still import (old layout), so drop them
+find install -xtype l -delete 2>/dev/null || true
 echo "[setup] done. Environment: source scripts/activate.sh"

@@ -43,8 +43,8 @@ def onnx_cache_dir(tmp_path_factory):
 def warm_onnx_cache(checkpoint: str) -> None:
     """Export the graphs of `checkpoint` into the session cache now (once), so a node process the
     test starts comes up in seconds instead of exporting under the test's start-up timeout."""
-    from mobilesam_ros.core.backends.onnx_cache import cached_graphs
-    from mobilesam_ros.core.checkpoints import CheckpointError, load_mobile_sam
+    from mobilesam_ros.core.runtime.onnx_cache import cached_graphs
+    from mobilesam_ros.core.io.checkpoints import CheckpointError, load_mobile_sam
 
     try:
         sam = load_mobile_sam(checkpoint)
@@ -74,7 +74,7 @@ def seed2_golden():
 def sam():
     """The seeded official-format MobileSAM (mobile_sam_seed1.pt), loaded by the project's loader.
     Shared: tests must not modify it."""
-    from mobilesam_ros.core.checkpoints import load_mobile_sam
+    from mobilesam_ros.core.io.checkpoints import load_mobile_sam
 
     return load_mobile_sam(shared_path("fixtures", "mobile_sam_seed1.pt"))
 

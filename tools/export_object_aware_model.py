@@ -2,7 +2,7 @@
 """Convert MobileSAMv2's ``ObjectAwareModel.pt`` (an Ultralytics YOLOv8 checkpoint) to ONNX, once.
 
 SegEvery gets its box prompts from this model, but the node runs it with onnxruntime only
-(:class:`mobilesam_ros.core.detector.YoloV8OnnxDetector`); Ultralytics is needed for this one
+(:class:`mobilesam_ros.core.engine.detector.YoloV8OnnxDetector`); Ultralytics is needed for this one
 conversion step and never at run time::
 
     pip install ultralytics            # pulls torch + torchvision; AGPL-3.0
@@ -106,7 +106,7 @@ def export(args: argparse.Namespace) -> Path:
 def check(path: Path, imgsz: int, image: Path | None) -> None:
     """Load with our detector (validates I/O) and print the model's interface."""
     sys.path.insert(0, str(ROOT))  # run from a checkout: use this tree's detector
-    from mobilesam_ros.core.detector import V2_DETECTOR_SETTINGS, YoloV8OnnxDetector
+    from mobilesam_ros.core.engine.detector import V2_DETECTOR_SETTINGS, YoloV8OnnxDetector
 
     settings = dict(V2_DETECTOR_SETTINGS)
     settings["imgsz"] = imgsz

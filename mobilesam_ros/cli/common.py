@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 
-from ..core.cpu_policy import OMP_WAIT_POLICIES, CpuPolicy
-from ..core.factory import BACKENDS, PRECISION_CHOICES, ModelConfig
+from mobilesam_ros.core.runtime.cpu_policy import OMP_WAIT_POLICIES, CpuPolicy
+from mobilesam_ros.core.runtime.factory import BACKENDS, PRECISION_CHOICES, ModelConfig
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -39,7 +39,7 @@ def add_model_args(ap: argparse.ArgumentParser, need_checkpoint: bool = True) ->
 
 
 def add_cpu_args(ap: argparse.ArgumentParser) -> None:
-    """The process's CPU policy (core/cpu_policy.py); applied by __main__ before torch loads."""
+    """The process's CPU policy (core/runtime/cpu_policy.py); applied by __main__ before torch loads."""
     d = CpuPolicy()
     g = ap.add_argument_group("CPU sharing")
     g.add_argument("--threads", type=int, default=d.threads,
@@ -94,7 +94,7 @@ def numbers(text: str, n: int, what: str) -> list[float]:
 
 def fail(exc: BaseException) -> int:
     """Print one line; exit 2 for bad input (arguments, files, checkpoints), 1 for anything else."""
-    from ..core.checkpoints import CheckpointError
+    from mobilesam_ros.core.io.checkpoints import CheckpointError
 
     print(f"mobilesam_ros: error: {exc}", file=sys.stderr)
     user = (CliError, ValueError, FileNotFoundError, CheckpointError)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import EXIT_ERROR, EXIT_OK, add_model_args, model_config
+from mobilesam_ros.cli.common import EXIT_ERROR, EXIT_OK, add_model_args, model_config
 
 
 def add_parser(sub) -> None:
@@ -23,9 +23,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.backends.export import (check_export, export_decoder, export_encoder, export_matches,
+    from mobilesam_ros.core.runtime.export import (check_export, export_decoder, export_encoder, export_matches,
                                         quantize_encoder)
-    from ..core.factory import load_sam
+    from mobilesam_ros.core.runtime.factory import load_sam
 
     sam = load_sam(model_config(args))
     os.makedirs(args.out_dir, exist_ok=True)

@@ -5,7 +5,7 @@ import argparse
 
 import numpy as np
 
-from .common import CliError, EXIT_OK, add_model_args, model_config, numbers, read_rgb, write_rgb
+from mobilesam_ros.cli.common import CliError, EXIT_OK, add_model_args, model_config, numbers, read_rgb, write_rgb
 
 
 def add_parser(sub) -> None:
@@ -26,9 +26,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.factory import build_backend
-    from ..core.overlay import draw_overlay
-    from ..core.predictor import SamPredictor
+    from mobilesam_ros.core.runtime.factory import build_backend
+    from mobilesam_ros.core.ops.overlay import draw_overlay
+    from mobilesam_ros.core.engine.predictor import SamPredictor
 
     pts = [numbers(p, 3, "--point") for p in args.point]
     box = np.array(numbers(args.box, 4, "--box"), np.float32) if args.box else None

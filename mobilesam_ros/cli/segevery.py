@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .common import CliError, EXIT_OK, add_model_args, model_config, read_rgb, write_rgb
+from mobilesam_ros.cli.common import CliError, EXIT_OK, add_model_args, model_config, read_rgb, write_rgb
 
 
 def add_parser(sub) -> None:
@@ -35,11 +35,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.factory import build_backend
-    from ..core.overlay import draw_overlay
-    from ..core.pipeline import FilterConfig
-    from ..core.predictor import SamPredictor
-    from ..core.segevery import decode_boxes
+    from mobilesam_ros.core.runtime.factory import build_backend
+    from mobilesam_ros.core.ops.overlay import draw_overlay
+    from mobilesam_ros.core.engine.pipeline import FilterConfig
+    from mobilesam_ros.core.engine.predictor import SamPredictor
+    from mobilesam_ros.core.engine.segevery import decode_boxes
 
     image = read_rgb(args.image)
     predictor = SamPredictor(build_backend(model_config(args)))
@@ -47,16 +47,16 @@ def run(args: argparse.Namespace) -> int:
     predictor.set_image(image)
     prompt_boxes = None
     if args.grid:
-        from ..core.amg import AutomaticMaskGenerator
+        from mobilesam_ros.core.engine.amg import AutomaticMaskGenerator
 
         inst = AutomaticMaskGenerator(predictor, points_per_side=args.grid).generate(image).instances
     else:
         if args.detector:
-            from ..core.detector import YoloV8OnnxDetector
+            from mobilesam_ros.core.engine.detector import YoloV8OnnxDetector
 
             det = YoloV8OnnxDetector(args.detector, conf=args.conf, iou=args.iou, border_snap_px=20).detect(image)
         else:
-            from ..core.detections import Detections
+            from mobilesam_ros.core.structures.detections import Detections
 
             try:
                 det = Detections.from_arrays(np.load(args.boxes))

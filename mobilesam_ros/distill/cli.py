@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level if rank == 0 else max(level, logging.WARNING),
                         format=f"%(levelname)s{f' [rank {rank}]' if rank else ''} "
                                "%(name)s: %(message)s")
-    from mobilesam_ros.core.checkpoints import CheckpointError
+    from mobilesam_ros.core.io.checkpoints import CheckpointError
     from mobilesam_ros.distill.data import SourceError
     from mobilesam_ros.distill.teacher_cache import CacheError
     from mobilesam_ros.distill.train import DistillInputError, distill

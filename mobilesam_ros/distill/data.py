@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mobilesam_ros.core.image_codec import (MONO16_MODES, ImageMessageError,
+from mobilesam_ros.core.io.image_codec import (MONO16_MODES, ImageMessageError,
                                             UnsupportedImageEncodingError, compressed_msg_to_rgb,
                                             image_msg_to_rgb)
 
@@ -276,7 +276,7 @@ class VideoSource(FrameSource):
 
 
 # --------------------------------------------------------------------------------------------------
-# ROS 2 image messages: decoded by core.image_codec, the node's decoder, so a bag and a live topic
+# ROS 2 image messages: decoded by core.io.image_codec, the node's decoder, so a bag and a live topic
 # give the same pixels.
 
 

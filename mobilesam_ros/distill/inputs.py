@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mobilesam_ros.core.transforms import PIXEL_MEAN, PIXEL_STD, ResizeLongestSide
+from mobilesam_ros.core.ops.transforms import PIXEL_MEAN, PIXEL_STD, ResizeLongestSide
 from mobilesam_ros.distill.data import Frame, FrameSource
 
 INPUT_SIZE = 1024
@@ -57,7 +57,7 @@ def model_input(batch: np.ndarray | torch.Tensor, sizes: Sequence[Sequence[int]]
                 device: torch.device | str = "cpu") -> torch.Tensor:
     """(B, 1024, 1024, 3) uint8 rows + their resized (h, w) -> (B, 3, 1024, 1024) float32 on
     `device`: (x - mean) / std inside the resized image, exactly 0 in the padding (as
-    `core.transforms.preprocess_image`)."""
+    `core.ops.transforms.preprocess_image`)."""
     x = torch.as_tensor(np.ascontiguousarray(batch) if isinstance(batch, np.ndarray) else batch)
     x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
     mean = torch.tensor(PIXEL_MEAN, device=x.device).view(1, 3, 1, 1)

@@ -6,7 +6,7 @@
   Only tensors and plain containers, so it is read back with `torch.load(weights_only=True)`.
 * Student export: the official flat `mobile_sam.pt` layout, `image_encoder.*` (the student) +
   `prompt_encoder.*` + `mask_decoder.*` (the decoder the student was validated with), float32, so
-  `core.checkpoints.load_mobile_sam`, the node and the export tool load it unchanged.
+  `core.io.checkpoints.load_mobile_sam`, the node and the export tool load it unchanged.
 
 Both are written to a temporary file and renamed, so a crash never leaves a half-written file
 under the real name.
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilesam_ros.core.checkpoints import load_mobile_sam
+from mobilesam_ros.core.io.checkpoints import load_mobile_sam
 
 TRAIN_STATE = "train_state.pt"
 STATE_FORMAT = "mobilesam_ros.distill.train_state/1"
@@ -96,7 +96,7 @@ def mobile_sam_state(student: nn.Module, decoder_state: Mapping[str, torch.Tenso
 def export_student(path: str | os.PathLike[str], student: nn.Module,
                    decoder_state: Mapping[str, torch.Tensor], verify: bool = True) -> Path:
     """Write the student as an official `mobile_sam.pt`; with `verify`, load it back strictly
-    with `core.checkpoints.load_mobile_sam` (raises CheckpointError if it would not load)."""
+    with `core.io.checkpoints.load_mobile_sam` (raises CheckpointError if it would not load)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save(mobile_sam_state(student, decoder_state), p)

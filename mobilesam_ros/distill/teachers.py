@@ -10,7 +10,7 @@ and shapes, never by file name):
   flat format, TinyViT-5M encoder);
 * MobileSAMv2's TinyViT file `{'model': {...}}` and a bare TinyViT or ViT state dict (no decoder).
 
-Every file is read with `torch.load(weights_only=True)` through `core.checkpoints`.
+Every file is read with `torch.load(weights_only=True)` through `core.io.checkpoints`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from mobilesam_ros.core.checkpoints import (CheckpointError, load_image_encoder, load_state_dict,
+from mobilesam_ros.core.io.checkpoints import (CheckpointError, load_image_encoder, load_state_dict,
                                             sniff_format)
 from mobilesam_ros.core.modeling.image_encoder_vit import VIT_CONFIGS, build_image_encoder_vit
 from mobilesam_ros.core.modeling.mask_decoder import MaskDecoder

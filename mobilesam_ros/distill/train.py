@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilesam_ros.core.checkpoints import load_image_encoder
+from mobilesam_ros.core.io.checkpoints import load_image_encoder
 from mobilesam_ros.core.modeling.tiny_vit import build_tiny_vit_5m
 from mobilesam_ros.distill.config import (RUN_IDENTITY, DistillConfig, DistillInputError,
                                           DistillResult, check_config)

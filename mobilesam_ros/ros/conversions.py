@@ -1,4 +1,4 @@
-"""numpy -> sensor_msgs/Image for the node's outputs; decoding lives in core.image_codec."""
+"""numpy -> sensor_msgs/Image for the node's outputs; decoding lives in core.io.image_codec."""
 from __future__ import annotations
 
 import numpy as np

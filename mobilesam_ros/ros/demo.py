@@ -17,7 +17,7 @@ import time
 import cv2
 import numpy as np
 
-from mobilesam_ros.core import weights
+from mobilesam_ros.core.io import weights
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 
@@ -78,7 +78,7 @@ def _run(ckpt, detector, grid, frames, out_dir, rate, timeout) -> int:
     from sensor_msgs.msg import Image
 
     from mobilesam_ros.msg import InstanceMaskArray
-    from mobilesam_ros.core.image_codec import image_msg_to_rgb
+    from mobilesam_ros.core.io.image_codec import image_msg_to_rgb
     from mobilesam_ros.ros.conversions import array_to_image_msg
 
     from ament_index_python.packages import get_package_prefix

@@ -23,10 +23,10 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from mobilesam_ros.core.embedding_cache import EmbeddingCache, FrameNotCachedError, stamp_to_ns
-from mobilesam_ros.core.geometry3d import (DEPTH_ENCODINGS, DepthError, Extract3DConfig, PinholeCamera,
+from mobilesam_ros.core.engine.embedding_cache import EmbeddingCache, FrameNotCachedError, stamp_to_ns
+from mobilesam_ros.core.ops.geometry3d import (DEPTH_ENCODINGS, DepthError, Extract3DConfig, PinholeCamera,
                                            depth_to_metres, extract_instances_3d)
-from mobilesam_ros.core.image_codec import ImageMessageError, image_msg_to_array
+from mobilesam_ros.core.io.image_codec import ImageMessageError, image_msg_to_array
 from mobilesam_ros.msg import Instance3DArray
 from mobilesam_ros.ros.messages3d import instances3d_to_msg, markers, points_to_cloud
 

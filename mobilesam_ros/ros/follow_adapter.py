@@ -1,5 +1,5 @@
 """SegAny click-to-track in the node: the `follow.*` parameters, ~/followed and ~/remove_objects
-around core.follow.FollowSet.
+around core.engine.follow.FollowSet.
 
 Objects start from a Prompt whose PromptObject has `follow` set (or from an RViz click with
 follow.clicks), after their normal answer. On every newly encoded frame (modes segany and both) all
@@ -14,10 +14,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from mobilesam_ros.core.follow import FollowConfig, FollowSet, follow_step
-from mobilesam_ros.core.prompts import ObjectPrompt
-from mobilesam_ros.core.instances import Instances
-from mobilesam_ros.core.tracking import TRACK_COASTING, TRACK_CONFIRMED, TrackAssignment
+from mobilesam_ros.core.engine.follow import FollowConfig, FollowSet, follow_step
+from mobilesam_ros.core.structures.prompts import ObjectPrompt
+from mobilesam_ros.core.structures.instances import Instances
+from mobilesam_ros.core.engine.tracking import TRACK_COASTING, TRACK_CONFIRMED, TrackAssignment
 from mobilesam_ros.msg import InstanceMaskArray
 from mobilesam_ros.ros.messages import instances_to_msg
 

@@ -10,9 +10,9 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import RegionOfInterest
 
-from mobilesam_ros.core.instances import Instances
-from mobilesam_ros.core.tracking import TrackAssignment
-from mobilesam_ros.core.overlay import draw_overlay
+from mobilesam_ros.core.structures.instances import Instances
+from mobilesam_ros.core.engine.tracking import TrackAssignment
+from mobilesam_ros.core.ops.overlay import draw_overlay
 from mobilesam_ros.msg import InstanceMask, InstanceMaskArray
 from mobilesam_ros.ros.conversions import array_to_image_msg
 

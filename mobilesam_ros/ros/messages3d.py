@@ -12,8 +12,8 @@ from geometry_msgs.msg import Point, Vector3
 from sensor_msgs.msg import PointCloud2, PointField
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mobilesam_ros.core.geometry3d import Instances3D
-from mobilesam_ros.core.overlay import id_color
+from mobilesam_ros.core.ops.geometry3d import Instances3D
+from mobilesam_ros.core.ops.overlay import id_color
 from mobilesam_ros.msg import Instance3D, Instance3DArray
 
 BOX_NS, LABEL_NS = "mobilesam_boxes", "mobilesam_labels"

@@ -1,4 +1,4 @@
-"""The mobilesam lifecycle node: a thin rclpy adapter over core.pipeline.
+"""The mobilesam lifecycle node: a thin rclpy adapter over core.engine.pipeline.
 
 configure: read parameters, load the models (a bad checkpoint fails the transition with the reason),
 create the lifecycle publishers. activate: subscribe and start the worker. deactivate: stop both,
@@ -31,11 +31,11 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from mobilesam_ros.core.embedding_cache import FrameNotCachedError, stamp_to_ns
-from mobilesam_ros.core.prompts import PromptError
+from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError, stamp_to_ns
+from mobilesam_ros.core.structures.prompts import PromptError
 from mobilesam_ros.msg import InstanceMaskArray, Prompt
 from mobilesam_ros.ros import params as P
-from mobilesam_ros.core.image_codec import ImageMessageError, compressed_msg_to_rgb, image_msg_to_rgb
+from mobilesam_ros.core.io.image_codec import ImageMessageError, compressed_msg_to_rgb, image_msg_to_rgb
 from mobilesam_ros.ros.conversions import array_to_image_msg
 from mobilesam_ros.ros.depth3d import Depth3D
 from mobilesam_ros.ros.messages import instances_to_msg, label_image, overlay_image
@@ -79,7 +79,7 @@ class MobileSamNode(LifecycleNode):
             self.trigger_activate()
 
     def on_configure(self, state) -> TransitionCallbackReturn:
-        from mobilesam_ros.core.cpu_policy import CpuPolicy, apply_process_policy, describe
+        from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy, apply_process_policy, describe
 
         cfg = P.read_all(self)
         t0 = time.perf_counter()
@@ -89,7 +89,7 @@ class MobileSamNode(LifecycleNode):
             policy = CpuPolicy(threads=cfg["cpu.threads"], omp_wait_policy=cfg["cpu.omp_wait_policy"],
                                ort_spinning=cfg["cpu.ort_spinning"], keep_freed_memory=cfg["cpu.keep_freed_memory"])
             self.get_logger().info(f"CPU policy: {describe(apply_process_policy(policy))}")
-            from mobilesam_ros.core.pipeline import PipelineConfig, build_pipeline
+            from mobilesam_ros.core.engine.pipeline import PipelineConfig, build_pipeline
 
             self._pipeline = build_pipeline(PipelineConfig.from_params(cfg))
         except Exception as exc:  # noqa: BLE001  any load failure must fail the transition, with why
@@ -293,7 +293,7 @@ class MobileSamNode(LifecycleNode):
         return int(self.get_parameter("segany.stamp_tolerance").value * 1e9)
 
     def _filters(self):
-        from mobilesam_ros.core.pipeline import FilterConfig
+        from mobilesam_ros.core.engine.pipeline import FilterConfig
 
         return FilterConfig.from_params(P.read_all(self))
 

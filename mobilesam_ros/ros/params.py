@@ -11,9 +11,9 @@ from typing import Any, Optional
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
-from mobilesam_ros.core.geometry3d import Extract3DConfig
-from mobilesam_ros.core.follow import FollowConfig
-from mobilesam_ros.core.tracking import TrackerConfig
+from mobilesam_ros.core.ops.geometry3d import Extract3DConfig
+from mobilesam_ros.core.engine.follow import FollowConfig
+from mobilesam_ros.core.engine.tracking import TrackerConfig
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,8 @@ PARAMS: tuple[Param, ...] = (
     Param("autostart", False, "configure and activate the lifecycle node by itself at start-up "
           "(for use without a lifecycle manager)", read_only=True),
 )
-# Instances in 3D (ros/depth3d.py, core/geometry3d.py): on with depth.enabled or a remapped `depth`;
-# the extraction defaults are core.geometry3d.Extract3DConfig's
+# Instances in 3D (ros/depth3d.py, core/ops/geometry3d.py): on with depth.enabled or a remapped `depth`;
+# the extraction defaults are core.ops.geometry3d.Extract3DConfig's
 _E3D = Extract3DConfig()
 PARAMS += (
     Param("depth.enabled", False, "compute instances in 3D from `depth` (registered to the colour "
@@ -133,7 +133,7 @@ PARAMS += (
     Param("depth.points_stride", 2, "~/points keeps the points on every Nth depth row and column "
           "(decimation; only computed while ~/points has subscribers)", range=(1, 64)),
 )
-# SegEvery tracks (ros/tracking_adapter.py, core/tracking.py); defaults are core TrackerConfig's
+# SegEvery tracks (ros/tracking_adapter.py, core/engine/tracking.py); defaults are core TrackerConfig's
 _TRK = TrackerConfig()
 PARAMS += (
     Param("tracking.enabled", True, "SegEvery keeps instance ids across frames: InstanceMask.id is "
@@ -155,7 +155,7 @@ PARAMS += (
     Param("tracking.max_tracks", _TRK.max_tracks, "live tracks kept at most (unseen ones matched "
           "longest ago go first)", range=(1, 1000000)),
 )
-# SegAny click-to-track (ros/follow_adapter.py, core/follow.py); defaults are core FollowConfig's
+# SegAny click-to-track (ros/follow_adapter.py, core/engine/follow.py); defaults are core FollowConfig's
 _FOL = FollowConfig()
 PARAMS += (
     Param("follow.max_objects", _FOL.max_objects, "objects followed at once (PromptObject.follow, "

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mobilesam_ros.core.embedding_cache import FrameNotCachedError, stamp_to_ns
-from mobilesam_ros.core.prompts import ObjectPrompt, PromptError, make_prompt
-from mobilesam_ros.core.image_codec import MASK_ENCODINGS, ImageMessageError, image_msg_to_array
+from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError, stamp_to_ns
+from mobilesam_ros.core.structures.prompts import ObjectPrompt, PromptError, make_prompt
+from mobilesam_ros.core.io.image_codec import MASK_ENCODINGS, ImageMessageError, image_msg_to_array
 
 
 def _mask_input(img) -> np.ndarray | None:

@@ -1,11 +1,11 @@
-"""SegEvery tracking in the node: the `tracking.*` parameters -> core.tracking.Tracker, one per
+"""SegEvery tracking in the node: the `tracking.*` parameters -> core.engine.tracking.Tracker, one per
 node process (ids are never reused while the process lives, across lifecycle transitions too)."""
 from __future__ import annotations
 
 from typing import Optional
 
-from mobilesam_ros.core.instances import Instances
-from mobilesam_ros.core.tracking import TrackAssignment, Tracker, TrackerConfig
+from mobilesam_ros.core.structures.instances import Instances
+from mobilesam_ros.core.engine.tracking import TrackAssignment, Tracker, TrackerConfig
 
 # node parameter -> TrackerConfig field (defaults: TrackerConfig's, declared in ros/params.py)
 PARAM_FIELDS = {"tracking.iou_thresh": "iou_thresh", "tracking.confirm_hits": "confirm_hits",

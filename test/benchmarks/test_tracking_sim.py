@@ -10,7 +10,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from tracking_sim import (LEVELS, GreedyMatcher, evaluate, ground_truth, make_sequence,  # noqa: E402
                           render_frame, run_matcher)
 
-from mobilesam_ros.core.tracking import Tracker  # noqa: E402
+from mobilesam_ros.core.engine.tracking import Tracker  # noqa: E402
 
 W = 40
 

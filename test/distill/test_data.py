@@ -308,7 +308,7 @@ def test_bag_without_rosbags_installed_says_how_to_get_it(bag, monkeypatch):
 
 
 def test_message_conversion_edge_cases(seq_rgb):
-    """rclpy-like messages (bytes data) go through core.image_codec; malformed buffers are
+    """rclpy-like messages (bytes data) go through core.io.image_codec; malformed buffers are
     CorruptImageError (skipped), unknown encodings and compressedDepth UnsupportedEncodingError."""
     gray = cv2.cvtColor(seq_rgb[0], cv2.COLOR_RGB2GRAY)[:4, :5]
     v = gray.astype("<u2") * 257

@@ -21,7 +21,7 @@ import torch
 import torch.multiprocessing as mp
 from conftest import shared_path
 
-from mobilesam_ros.core.checkpoints import load_mobile_sam
+from mobilesam_ros.core.io.checkpoints import load_mobile_sam
 from mobilesam_ros.distill.config import DistillConfig, DistillInputError
 from mobilesam_ros.distill.distributed import DistEnv, check_global_batch, local_rows
 from mobilesam_ros.distill.state import TRAIN_STATE, load_train_state

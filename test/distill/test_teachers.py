@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from conftest import shared_path
 
-from mobilesam_ros.core.checkpoints import CheckpointError, load_image_encoder, load_state_dict
+from mobilesam_ros.core.io.checkpoints import CheckpointError, load_image_encoder, load_state_dict
 from mobilesam_ros.core.modeling.image_encoder_vit import (
     Attention, ImageEncoderViT, build_image_encoder_vit, window_partition, window_unpartition)
 from mobilesam_ros.distill.teachers import (

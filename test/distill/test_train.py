@@ -17,9 +17,9 @@ import pytest
 import torch
 from conftest import shared_path
 
-from mobilesam_ros.core.checkpoints import load_mobile_sam
+from mobilesam_ros.core.io.checkpoints import load_mobile_sam
 from mobilesam_ros.core.modeling.tiny_vit import build_tiny_vit_5m
-from mobilesam_ros.core.transforms import preprocess_image
+from mobilesam_ros.core.ops.transforms import preprocess_image
 from mobilesam_ros.distill import cli
 from mobilesam_ros.distill.config import DistillConfig, DistillInputError
 from mobilesam_ros.distill.data import ImageFolderSource, split_keys

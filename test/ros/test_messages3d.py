@@ -9,7 +9,7 @@ pytestmark = pytest.mark.ros
 
 
 def _res():
-    from mobilesam_ros.core.geometry3d import Instances3D
+    from mobilesam_ros.core.ops.geometry3d import Instances3D
 
     nan3 = [np.nan] * 3
     return Instances3D(

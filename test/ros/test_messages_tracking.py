@@ -6,7 +6,7 @@ pytestmark = pytest.mark.ros
 
 
 def test_track_constants_equal_the_core():
-    from mobilesam_ros.core import tracking
+    from mobilesam_ros.core.engine import tracking
     from mobilesam_ros.msg import InstanceMask
 
     assert InstanceMask.TRACK_TENTATIVE == tracking.TRACK_TENTATIVE
@@ -19,8 +19,8 @@ def test_track_constants_equal_the_core():
 def test_instances_to_msg_fills_the_track_fields():
     from std_msgs.msg import Header
 
-    from mobilesam_ros.core.instances import Instances
-    from mobilesam_ros.core.tracking import TrackAssignment
+    from mobilesam_ros.core.structures.instances import Instances
+    from mobilesam_ros.core.engine.tracking import TrackAssignment
     from mobilesam_ros.msg import InstanceMask
     from mobilesam_ros.ros.messages import instances_to_msg
 

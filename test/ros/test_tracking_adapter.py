@@ -24,7 +24,7 @@ def node(ros_env):
 
 
 def square(x):
-    from mobilesam_ros.core.instances import Instances
+    from mobilesam_ros.core.structures.instances import Instances
 
     m = np.zeros((1, 60, 80), bool)
     m[0, 10:30, x:x + 20] = True

@@ -1,6 +1,6 @@
 """Small building blocks shared by the encoder, the prompt encoder and the mask decoder.
 
-Reduced precision (fp16/bf16, see backends/torch_backend.py) is safe by design here: every
+Reduced precision (fp16/bf16, see runtime/torch_backend.py) is safe by design here: every
 normalisation and softmax computes in float32 whatever its input dtype, and hands back the input
 dtype. CUDA autocast would upcast nn.LayerNorm/softmax by itself, but CPU autocast does not
 (torch 2.13: layer_norm and softmax stay bf16/fp16 there), and no autocast covers a hand-written

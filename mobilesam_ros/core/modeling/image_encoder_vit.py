@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm2d, MLPBlock
+from mobilesam_ros.core.modeling.common import LayerNorm2d, MLPBlock
 
 # Official builder hyperparameters (segment_anything/build_sam.py); everything else is shared:
 # img 1024, patch 16, mlp_ratio 4, qkv bias, LayerNorm eps 1e-6, rel pos, window 14, out 256.

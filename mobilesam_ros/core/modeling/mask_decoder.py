@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import LayerNorm2d
+from mobilesam_ros.core.modeling.common import LayerNorm2d
 
 
 class MLP(nn.Module):

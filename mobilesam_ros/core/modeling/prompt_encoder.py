@@ -14,7 +14,7 @@ from typing import Optional, Tuple, Type
 import torch
 from torch import nn
 
-from .common import LayerNorm2d
+from mobilesam_ros.core.modeling.common import LayerNorm2d
 
 
 class PositionEmbeddingRandom(nn.Module):
@@ -169,7 +169,7 @@ class PromptEncoder(nn.Module):
         """Unified (SAM ONNX) layout -> sparse (B, N, C).
 
         coords (B, N, 2) xy in the 1024 frame; labels (B, N): 1/0 points, 2/3 box corners, -1 padding.
-        The caller has already appended SAM's padding point (see core/prompts.py), so this equals
+        The caller has already appended SAM's padding point (see core/structures/prompts.py), so this equals
         `forward(points, boxes, None)[0]` for the same prompt.
         """
         pe = self.pe_layer.forward_with_coords(coords + 0.5, self.input_image_size)

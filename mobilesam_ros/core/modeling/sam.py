@@ -8,8 +8,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..transforms import PIXEL_MEAN, PIXEL_STD, normalize_and_pad, postprocess_masks
-from .tiny_vit import build_tiny_vit_5m
+from mobilesam_ros.core.ops.transforms import PIXEL_MEAN, PIXEL_STD, normalize_and_pad, postprocess_masks
+from mobilesam_ros.core.modeling.tiny_vit import build_tiny_vit_5m
 
 
 class Sam(nn.Module):
@@ -51,11 +51,11 @@ class Sam(nn.Module):
 def build_mobile_sam(image_encoder: Optional[nn.Module] = None) -> Sam:
     """MobileSAM `vit_t` in eval mode: TinyViT-5M encoder (or `image_encoder`, e.g. one already
     loaded), SAM prompt encoder and mask decoder with random weights. To load weights use
-    `mobilesam_ros.core.checkpoints.load_mobile_sam` / `load_v2`."""
+    `mobilesam_ros.core.io.checkpoints.load_mobile_sam` / `load_v2`."""
     # Imported here so the encoder and this module are usable on their own.
-    from .mask_decoder import MaskDecoder
-    from .prompt_encoder import PromptEncoder
-    from .transformer import TwoWayTransformer
+    from mobilesam_ros.core.modeling.mask_decoder import MaskDecoder
+    from mobilesam_ros.core.modeling.prompt_encoder import PromptEncoder
+    from mobilesam_ros.core.modeling.transformer import TwoWayTransformer
 
     embed_dim, img_size = 256, 1024
     return Sam(

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import LayerNorm, LayerNorm2d, softmax_fp32
+from mobilesam_ros.core.modeling.common import LayerNorm, LayerNorm2d, softmax_fp32
 
 
 class Conv2d_BN(nn.Sequential):  # noqa: N801  (official name, part of the checkpoint layout)

@@ -13,7 +13,7 @@ from typing import Tuple, Type
 import torch
 from torch import Tensor, nn
 
-from .common import LayerNorm, MLPBlock, softmax_fp32
+from mobilesam_ros.core.modeling.common import LayerNorm, MLPBlock, softmax_fp32
 
 
 class Attention(nn.Module):

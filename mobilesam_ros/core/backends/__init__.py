@@ -1,1 +1,0 @@
-"""Inference backends (PyTorch, ONNX Runtime) behind one encode/decode interface."""

@@ -1,0 +1,193 @@
+"""SegAny click-to-track (ROS-free): objects started by a prompt are followed from frame to frame.
+
+On every newly encoded frame each followed object is re-prompted from its last good state: a box
+around its previous mask (original px, xyxy) and its previous 256x256 low-res logits as the mask
+input. All followed objects share that token layout, so :meth:`SamPredictor.predict_batch`
+decodes them in one batch (chunks of ``decode_chunk``). A result is *bad* when the decoder's
+predicted IoU is below ``min_pred_iou``, the mask is empty, or its area changed by more than a
+factor ``max_area_change`` from the last good mask; a bad result is not kept (the next frame
+re-prompts from the last good state again) and its object is reported lost. An object bad for longer than
+``lost_timeout_s`` seconds of stamps is dropped. At most ``max_objects`` are followed. A lost
+object can be re-acquired from other instances of the frame (SegEvery's, in the node's mode
+`both`): :meth:`FollowSet.reacquire`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from mobilesam_ros.core.structures.instances import Instances
+from mobilesam_ros.core.ops.postprocess import masks_to_boxes
+from mobilesam_ros.core.structures.prompts import ObjectPrompt
+from mobilesam_ros.core.engine.tracking import box_iou_matrix
+
+if TYPE_CHECKING:  # torch loads with the predictor; the node must import this before its CPU policy is set
+    from mobilesam_ros.core.engine.predictor import Prediction, SamPredictor
+
+__all__ = ["FollowConfig", "Followed", "FollowSet", "FollowResult", "follow_step"]
+
+
+@dataclass(frozen=True)
+class FollowConfig:
+    """Limits of click-to-track; the single owner of their defaults.
+
+    max_objects: objects followed at once (isaac_ros_segment_anything2 allows 10).
+    min_pred_iou: a re-prompted mask whose predicted IoU is below this is bad.
+    max_area_change: a mask whose area is more than this factor larger or smaller than the last
+        good one is bad (a jump to the background or a collapse).
+    lost_timeout_s: an object with no good mask for this many seconds of stamps is dropped.
+    reacquire_iou: least box IoU between a lost object's last good box and another instance for
+        :meth:`FollowSet.reacquire` to take it.
+    """
+
+    max_objects: int = 10
+    min_pred_iou: float = 0.5
+    max_area_change: float = 3.0
+    lost_timeout_s: float = 2.0
+    reacquire_iou: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_objects < 1 or not 0.0 <= self.min_pred_iou <= 1.0 or self.max_area_change < 1.0 \
+                or self.lost_timeout_s < 0.0 or not 0.0 < self.reacquire_iou <= 1.0:
+            raise ValueError(f"invalid FollowConfig {self}")
+
+
+@dataclass
+class Followed:
+    """One followed object's last good state. logits: (1, 256, 256) float32 low-res logits (None
+    after a re-acquisition: the box alone prompts); box: (4,) float32 xyxy px of its mask, x2/y2
+    one past the last pixel; stamps in ns."""
+
+    id: int
+    logits: Optional[np.ndarray]
+    box: np.ndarray
+    area: int
+    first_ns: int
+    good_ns: int
+    hits: int = 1
+    lost: bool = False
+
+
+@dataclass(frozen=True)
+class FollowResult:
+    """One frame of followed objects: `instances` (the good ones, in `ids` order), `ids` (M,),
+    `hits` (M,), `first_seen_ns` (M,); `lost` the ids without a good mask this frame; `dropped` the
+    ids given up this frame (lost for longer than lost_timeout_s)."""
+
+    instances: Instances
+    ids: list[int]
+    hits: list[int]
+    first_seen_ns: list[int]
+    lost: list[int]
+    dropped: list[int]
+
+
+def _box_of(mask: np.ndarray) -> np.ndarray:
+    """(4,) float32 xyxy of a (H, W) bool mask, x2/y2 one past the last pixel (a prompt box)."""
+    b = masks_to_boxes(mask[None])[0].astype(np.float32)
+    return b + np.array([0, 0, 1, 1], np.float32)
+
+
+class FollowSet:
+    """The followed objects, by id. Add and remove between frames; :func:`follow_step` per frame.
+    Not thread-safe: the node's worker thread owns it."""
+
+    def __init__(self, config: FollowConfig = FollowConfig()) -> None:
+        self.config = config
+        self._objects: dict[int, Followed] = {}
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    @property
+    def ids(self) -> list[int]:
+        return list(self._objects)
+
+    def add(self, ids: Sequence[int], preds: Sequence[Prediction], stamp_ns: int) -> list[int]:
+        """Follow objects from their first decode (`preds[i]` of `ids[i]`, C = 1 candidate, as
+        predict_batch(select_best=True) gives). An existing id is replaced (update). Returns the
+        ids refused: empty masks, and those beyond max_objects (new ids only)."""
+        refused = []
+        for i, p in zip(ids, preds):
+            i = int(i)
+            mask = p.masks[0]
+            if not mask.any() or (i not in self._objects and len(self._objects) >= self.config.max_objects):
+                refused.append(i)
+                continue
+            self._objects[i] = Followed(i, p.low_res_logits[:1].astype(np.float32), _box_of(mask),
+                                        int(mask.sum()), int(stamp_ns), int(stamp_ns))
+        return refused
+
+    def remove(self, ids: Sequence[int]) -> list[int]:
+        """Stop following `ids`; returns those that were followed."""
+        return [int(i) for i in ids if self._objects.pop(int(i), None) is not None]
+
+    def get(self, i: int) -> Followed:
+        """The state of followed object i (KeyError if not followed)."""
+        return self._objects[int(i)]
+
+    def reacquire(self, candidates: Instances) -> list[int]:
+        """Lost objects take the instance of `candidates` (e.g. this frame's SegEvery instances)
+        whose box overlaps their last good box most, at box IoU >= config.reacquire_iou, each
+        instance at most once (optimal assignment). A re-acquired object is re-prompted on the next
+        frame from that instance's box alone (its old logits describe its old place); it stays
+        lost, with its timeout running, until that gives a good mask. Returns the ids re-acquired."""
+        lost = [o for o in self._objects.values() if o.lost]
+        if not lost or not len(candidates):
+            return []
+        inclusive = np.array([0, 0, 1, 1], np.float32)  # candidates' boxes: SAM's x2/y2 inside
+        iou = box_iou_matrix(np.stack([o.box - inclusive for o in lost]), candidates.boxes)
+        rows, cols = linear_sum_assignment(iou, maximize=True)
+        out = []
+        for r, c in zip(rows, cols):
+            if iou[r, c] >= self.config.reacquire_iou:
+                o = lost[r]
+                o.box, o.logits, o.area = candidates.boxes[c] + inclusive, None, int(candidates.areas[c])
+                out.append(o.id)
+        return out
+
+    def prompts(self) -> list[ObjectPrompt]:
+        """The re-prompts, in `ids` order: last good box + last good low-res logits (the box alone
+        after a re-acquisition: another token layout, so a second decoder batch)."""
+        return [ObjectPrompt(box=o.box, mask_input=o.logits) for o in self._objects.values()]
+
+    def update(self, preds: Sequence[Prediction], stamp_ns: int, image_hw: tuple[int, int]) -> FollowResult:
+        """Take the re-prompt results (`preds` in `ids` order) of the frame stamped stamp_ns."""
+        cfg = self.config
+        good_masks, ids, hits, first, lost, dropped, scores, stab = [], [], [], [], [], [], [], []
+        for o, p in zip(list(self._objects.values()), preds):
+            mask, iou = p.masks[0], float(p.iou[0])
+            area = int(mask.sum())
+            ratio = area / max(o.area, 1)
+            ok = area > 0 and iou >= cfg.min_pred_iou and 1.0 / cfg.max_area_change <= ratio <= cfg.max_area_change
+            if ok:
+                o.logits, o.box, o.area = p.low_res_logits[:1].astype(np.float32), _box_of(mask), area
+                o.good_ns, o.hits, o.lost = int(stamp_ns), o.hits + 1, False
+                good_masks.append(mask)
+                ids.append(o.id)
+                hits.append(o.hits)
+                first.append(o.first_ns)
+                scores.append(iou)
+                stab.append(np.nan if p.stability is None else float(p.stability[0]))
+            elif (stamp_ns - o.good_ns) * 1e-9 > cfg.lost_timeout_s:
+                dropped.append(o.id)
+                del self._objects[o.id]
+            else:
+                o.lost = True
+                lost.append(o.id)
+        inst = (Instances.from_masks(np.stack(good_masks), np.array(scores), stability=np.array(stab)).pack_bits()
+                if good_masks else Instances.empty(image_hw).pack_bits())
+        return FollowResult(inst, ids, hits, first, lost, dropped)
+
+
+def follow_step(predictor: SamPredictor, followed: FollowSet, stamp_ns: int) -> Optional[FollowResult]:
+    """Re-prompt every followed object on the cached frame stamp_ns in one batched decode and
+    update them; None when nothing is followed."""
+    if not len(followed):
+        return None
+    frame = predictor.frame(stamp_ns)
+    preds = predictor.predict_batch(followed.prompts(), frame.stamp_ns)
+    return followed.update(preds, frame.stamp_ns, frame.original_size)

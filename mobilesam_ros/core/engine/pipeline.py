@@ -1,0 +1,153 @@
+"""The per-frame pipeline the node (and the demo) drive: encode -> cache -> SegEvery / SegAny.
+
+ROS-free. One object owns the backend, the embedding cache (via SamPredictor), the optional box
+detector and the grid generator; the node only converts messages to arrays and back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy
+from mobilesam_ros.core.runtime.factory import ModelConfig, build_backend
+from mobilesam_ros.core.structures.instances import Instances
+from mobilesam_ros.core.ops.postprocess import mask_nms
+from mobilesam_ros.core.engine.predictor import SamPredictor
+from mobilesam_ros.core.structures.prompts import ObjectPrompt
+from mobilesam_ros.core.engine.segevery import decode_boxes, decode_prompts
+
+
+@dataclass
+class FilterConfig:
+    """Post-filters on SegEvery instances (all optional; defaults keep everything)."""
+
+    pred_iou_thresh: float = 0.0
+    stability_thresh: float = 0.0
+    min_area: int = 0
+    mask_nms_thresh: float = 1.0
+    max_instances: int = 100
+
+    @classmethod
+    def from_params(cls, p: dict[str, Any]) -> "FilterConfig":
+        return cls(p["filter.pred_iou_thresh"], p["filter.stability_thresh"], p["filter.min_area"],
+                   p["filter.mask_nms_thresh"], p["filter.max_instances"])
+
+    def keep(self, inst: Instances) -> np.ndarray:
+        """Indices of `inst` that survive: thresholds, best predicted IoU first, mask NMS against
+        duplicates, at most max_instances."""
+        idx = np.flatnonzero((inst.scores >= self.pred_iou_thresh)
+                             & (np.nan_to_num(inst.stability, nan=0.0) >= self.stability_thresh)
+                             & (inst.areas >= max(self.min_area, 1)))
+        idx = idx[np.argsort(-inst.scores[idx], kind="stable")]
+        if self.mask_nms_thresh < 1.0 and len(idx) > 1:
+            idx = idx[mask_nms(inst.select(idx).dense_masks(), inst.scores[idx], self.mask_nms_thresh)]
+        return idx[: self.max_instances]
+
+    def apply(self, inst: Instances) -> Instances:
+        return inst.select(self.keep(inst))
+
+
+@dataclass
+class PipelineConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    detector: str = ""
+    detector_conf: float = 0.4
+    detector_iou: float = 0.9
+    detector_max_det: int = 300
+    grid_points_per_side: int = 16
+    cache_size: int = 8
+
+    @classmethod
+    def from_params(cls, p: dict[str, Any]) -> "PipelineConfig":
+        model = ModelConfig(checkpoint=p["model.checkpoint"], decoder_checkpoint=p["model.decoder_checkpoint"],
+                            backend=p["model.backend"], onnx_encoder=p["model.onnx_encoder"],
+                            onnx_decoder=p["model.onnx_decoder"], providers=tuple(p["model.providers"]),
+                            device=p["model.device"], precision=p["model.precision"],
+                            onnx_cache_dir=p["model.onnx_cache_dir"], cpu=cpu_policy_from_params(p))
+        return cls(model, p["detector.model"], p["detector.conf"], p["detector.iou"],
+                   p["detector.max_det"], p["segevery.grid_points_per_side"], p["segany.cache_size"])
+
+
+def cpu_policy_from_params(p: dict[str, Any]) -> CpuPolicy:
+    return CpuPolicy(threads=p["cpu.threads"], omp_wait_policy=p["cpu.omp_wait_policy"],
+                     ort_spinning=p["cpu.ort_spinning"], keep_freed_memory=p["cpu.keep_freed_memory"])
+
+
+class SegmentationPipeline:
+    def __init__(self, predictor: SamPredictor, detector=None, grid_points_per_side: int = 16) -> None:
+        self.predictor = predictor
+        self.detector = detector
+        self.grid_points_per_side = grid_points_per_side
+        self._amg = None
+
+    @property
+    def cache_size(self) -> int:
+        return self.predictor.cache.capacity
+
+    def describe(self) -> str:
+        boxes = "grid %dx%d" % ((self.grid_points_per_side,) * 2) if self.detector is None else "detector"
+        return f"{self.predictor.backend.describe()}, SegEvery boxes: {boxes}"
+
+    def set_detector_thresholds(self, conf: float, iou: float) -> None:
+        """Change the box proposer's confidence and NMS IoU from the next frame on."""
+        if self.detector is not None:
+            self.detector.conf, self.detector.iou = float(conf), float(iou)
+
+    def encode(self, image: np.ndarray, stamp_ns: int) -> None:
+        """Encode an (H, W, 3) uint8 RGB frame into the embedding cache under stamp_ns."""
+        self.predictor.set_image(image, stamp_ns)
+
+    def segment_every(self, image: np.ndarray, stamp_ns: int, filters: FilterConfig) -> Instances:
+        """All instances of the frame (encoded and cached on the way), filtered and sorted."""
+        self.encode(image, stamp_ns)
+        if self.detector is not None:
+            det = self.detector.detect(image)
+            inst = decode_boxes(self.predictor, det.boxes, stamp_ns, det.class_ids, det.scores)
+        else:
+            inst = self._grid().generate(image, stamp_ns).instances
+        return filters.apply(inst)
+
+    def _grid(self):
+        if self._amg is None:
+            from mobilesam_ros.core.engine.amg import AutomaticMaskGenerator
+
+            self._amg = AutomaticMaskGenerator(self.predictor, points_per_side=self.grid_points_per_side)
+        return self._amg
+
+    def nearest_stamp(self, stamp_ns: Optional[int], tolerance_ns: int) -> int:
+        """The stamp of the cached frame a prompt at stamp_ns refers to (None: the latest)."""
+        return self.predictor.frame(stamp_ns, tolerance_ns).stamp_ns
+
+    def frame_size(self, stamp_ns: int) -> tuple[int, int]:
+        return self.predictor.frame(stamp_ns).original_size
+
+    def frame_image(self, stamp_ns: int) -> Optional[np.ndarray]:
+        return self.predictor.frame(stamp_ns).embedding.image
+
+    def segment_prompts(self, prompts: Sequence[ObjectPrompt], stamp_ns: int,
+                        check: Optional[Callable[[int, int], None]] = None) -> Instances:
+        """One instance per prompt object, in order, decoded against the cached frame stamp_ns.
+        check(done, total) runs between decoder chunks and may raise to abandon the batch."""
+        return decode_prompts(self.predictor, list(prompts), stamp_ns, check=check)
+
+    def close(self) -> None:
+        """Drop the model and cached frames (the node's cleanup)."""
+        self.predictor.cache.clear()
+        self.predictor = None  # type: ignore[assignment]
+        self.detector = None
+        self._amg = None
+
+
+def build_pipeline(cfg: PipelineConfig) -> SegmentationPipeline:
+    backend = build_backend(cfg.model)
+    detector = None
+    if cfg.detector:
+        from mobilesam_ros.core.engine.detector import YoloV8OnnxDetector
+
+        detector = YoloV8OnnxDetector(cfg.detector, conf=cfg.detector_conf, iou=cfg.detector_iou,
+                                      max_det=cfg.detector_max_det, providers=list(cfg.model.providers),
+                                      border_snap_px=20, cpu=cfg.model.cpu)
+    predictor = SamPredictor(backend, cache_size=cfg.cache_size, keep_images=True)
+    return SegmentationPipeline(predictor, detector, cfg.grid_points_per_side)

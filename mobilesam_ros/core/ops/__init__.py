@@ -1,0 +1,1 @@
+"""Stateless array operations: image/coordinate transforms, mask post-processing, overlays, 3D geometry."""

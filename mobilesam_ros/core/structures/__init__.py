@@ -1,0 +1,1 @@
+"""The data passed between layers: prompts, detections, instances."""
