@@ -89,10 +89,10 @@ def single(args) -> dict:
     apply_process_policy(cpu)
     import numpy as np
 
-    from mobilesam_ros.core.runtime.factory import ModelConfig
-    from mobilesam_ros.core.engine.pipeline import FilterConfig, PipelineConfig, build_pipeline
+    from mobilesam_ros.core.config import DetectorConfig, FilterConfig, ModelConfig, PipelineConfig
+    from mobilesam_ros.core.engine.pipeline import build_pipeline
 
-    pipe = build_pipeline(PipelineConfig(ModelConfig(CKPT, backend=backend, cpu=cpu), detector=DET))
+    pipe = build_pipeline(PipelineConfig(ModelConfig(CKPT, backend=backend, cpu=cpu), detector=DetectorConfig(model=DET)))
     rgb = frame_640x480()
     pred = pipe.predictor
     pred.set_image(rgb, 1)

@@ -31,8 +31,8 @@ def overhead(size, repeat: int) -> dict:
     from builtin_interfaces.msg import Time
     from std_msgs.msg import Header
 
-    from mobilesam_ros.core.runtime.factory import ModelConfig
-    from mobilesam_ros.core.engine.pipeline import FilterConfig, PipelineConfig, build_pipeline
+    from mobilesam_ros.core.config import DetectorConfig, FilterConfig, ModelConfig, PipelineConfig
+    from mobilesam_ros.core.engine.pipeline import build_pipeline
     from mobilesam_ros.core.io.image_codec import image_msg_to_rgb
     from mobilesam_ros.ros.conversions import array_to_image_msg
     from mobilesam_ros.ros.messages import instances_to_msg, label_image, overlay_image
@@ -40,7 +40,7 @@ def overhead(size, repeat: int) -> dict:
     rgb = cv2.resize(cv2.cvtColor(cv2.imread(str(SHARED / "data" / "images" / "zidane.jpg")), cv2.COLOR_BGR2RGB), size)
     header = Header(stamp=Time(sec=1), frame_id="camera_optical_frame")
     msg = array_to_image_msg(rgb, "bgr8", header)
-    pipe = build_pipeline(PipelineConfig(ModelConfig(CKPT), detector=DET))
+    pipe = build_pipeline(PipelineConfig(ModelConfig(CKPT), detector=DetectorConfig(model=DET)))
     filt = FilterConfig()
     state = {}
 

@@ -12,43 +12,53 @@ from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
+from mobilesam_ros.ros.params import PARAMS
+
+SPECS = {p.name: p for p in PARAMS}
+
+# (launch argument, the node parameter it sets, description): the default and the choices are the
+# parameter's own (core/config.py through ros/params.py), never repeated here
 ARGS = [
-    # (name, default, description, choices)
-    ("mode", "segevery", "segevery | segany | both", ["segevery", "segany", "both"]),
-    ("checkpoint", "", "MobileSAM checkpoint (mobile_sam.pt) or MobileSAMv2 encoder file", None),
-    ("decoder_checkpoint", "", "optional MobileSAMv2 prompt-guided decoder file", None),
-    ("detector", "", "YOLOv8-style ONNX box proposer for SegEvery (empty: point grid)", None),
-    ("backend", "auto", "auto (ONNX Runtime on CPU, torch on CUDA) | torch | onnx", ["auto", "torch", "onnx"]),
-    ("threads", "0", "torch + ONNX Runtime intra-op threads (0 = physical cores)", None),
-    ("omp_wait_policy", "passive", "OpenMP workers sleep (passive) or spin (active) when idle; env: as "
-     "OMP_WAIT_POLICY says", ["passive", "active", "env"]),
-    ("device", "cpu", "torch device: cpu | cuda | cuda:N", None),
-    ("image", "image", "input sensor_msgs/Image topic (remapped onto the node's `image`)", None),
-    ("autostart", "true", "configure + activate without a lifecycle manager", ["true", "false"]),
-    ("node_name", "mobilesam", "node name", None),
+    ("mode", "mode", "segevery | segany | both"),
+    ("checkpoint", "model.checkpoint", "MobileSAM checkpoint (mobile_sam.pt) or MobileSAMv2 encoder file"),
+    ("decoder_checkpoint", "model.decoder_checkpoint", "optional MobileSAMv2 prompt-guided decoder file"),
+    ("detector", "detector.model", "YOLOv8-style ONNX box proposer for SegEvery (empty: point grid)"),
+    ("backend", "model.backend", "auto (ONNX Runtime on CPU, torch on CUDA) | torch | onnx"),
+    ("threads", "cpu.threads", "torch + ONNX Runtime intra-op threads (0 = physical cores)"),
+    ("omp_wait_policy", "cpu.omp_wait_policy", "OpenMP workers sleep (passive) or spin (active) when "
+     "idle; env: as OMP_WAIT_POLICY says"),
+    ("device", "model.device", "torch device: cpu | cuda | cuda:N"),
+    ("autostart", "autostart", "configure + activate without a lifecycle manager"),
 ]
+# launched, the node starts itself unless told otherwise (the parameter's default is false)
+LAUNCH_DEFAULTS = {"autostart": "true"}
+OTHER_ARGS = [
+    ("image", "image", "input sensor_msgs/Image topic (remapped onto the node's `image`)"),
+    ("node_name", "mobilesam", "node name"),
+]
+
+
+def _argument(name: str, param: str, description: str) -> DeclareLaunchArgument:
+    spec = SPECS[param]
+    if isinstance(spec.default, bool):
+        default, choices = str(spec.default).lower(), ["true", "false"]
+    else:
+        default, choices = str(spec.default), list(spec.choices) if spec.choices else None
+    return DeclareLaunchArgument(name, default_value=LAUNCH_DEFAULTS.get(name, default),
+                                 description=description, choices=choices)
 
 
 def generate_launch_description():
     config = os.path.join(get_package_share_directory("mobilesam_ros"), "config", "mobilesam.yaml")
-    declared = [DeclareLaunchArgument(n, default_value=d, description=t, choices=c) for n, d, t, c in ARGS]
+    declared = [_argument(*a) for a in ARGS]
+    declared += [DeclareLaunchArgument(n, default_value=d, description=t) for n, d, t in OTHER_ARGS]
     node = LifecycleNode(
         package="mobilesam_ros",
         executable="mobilesam_node",
         name=LaunchConfiguration("node_name"),
         namespace="",
         output="screen",
-        parameters=[config, {
-            "mode": LaunchConfiguration("mode"),
-            "model.checkpoint": LaunchConfiguration("checkpoint"),
-            "model.decoder_checkpoint": LaunchConfiguration("decoder_checkpoint"),
-            "detector.model": LaunchConfiguration("detector"),
-            "model.backend": LaunchConfiguration("backend"),
-            "model.device": LaunchConfiguration("device"),
-            "cpu.threads": LaunchConfiguration("threads"),
-            "cpu.omp_wait_policy": LaunchConfiguration("omp_wait_policy"),
-            "autostart": LaunchConfiguration("autostart"),
-        }],
+        parameters=[config, {p: LaunchConfiguration(n) for n, p, _ in ARGS}],
         remappings=[("image", LaunchConfiguration("image")),
                     ("image/compressed", [LaunchConfiguration("image"), "/compressed"])],
     )

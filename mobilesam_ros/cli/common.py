@@ -6,8 +6,7 @@ import sys
 
 import numpy as np
 
-from mobilesam_ros.core.runtime.cpu_policy import OMP_WAIT_POLICIES, CpuPolicy
-from mobilesam_ros.core.runtime.factory import BACKENDS, PRECISION_CHOICES, ModelConfig
+from mobilesam_ros.core.config import BACKENDS, OMP_WAIT_POLICIES, PRECISION_CHOICES, CpuPolicy, ModelConfig
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -17,23 +16,25 @@ class CliError(Exception):
 
 
 def add_model_args(ap: argparse.ArgumentParser, need_checkpoint: bool = True) -> None:
+    """--checkpoint ... --precision, defaults from core/config.ModelConfig, plus add_cpu_args."""
+    d = ModelConfig()
     g = ap.add_argument_group("model")
-    g.add_argument("--checkpoint", required=need_checkpoint,
+    g.add_argument("--checkpoint", required=need_checkpoint, default=d.checkpoint,
                    help="mobile_sam.pt (official flat format) or a MobileSAMv2 encoder file")
-    g.add_argument("--decoder-checkpoint", default="",
+    g.add_argument("--decoder-checkpoint", default=d.decoder_checkpoint,
                    help="MobileSAMv2 Prompt_guided_Mask_Decoder.pt (with a v2 encoder file)")
-    g.add_argument("--backend", choices=BACKENDS, default=ModelConfig.backend,
+    g.add_argument("--backend", choices=BACKENDS, default=d.backend,
                    help="inference backend; auto: ONNX Runtime on CPU (graphs exported once into the "
                    "cache), torch on CUDA (default: %(default)s)")
-    g.add_argument("--onnx-encoder", default="", help="encoder .onnx (see `export`); default: exported "
-                   "into the cache")
-    g.add_argument("--onnx-decoder", default="", help="decoder .onnx (with --onnx-encoder)")
-    g.add_argument("--onnx-cache-dir", default="", help="cache of exported graphs (default: "
+    g.add_argument("--onnx-encoder", default=d.onnx_encoder, help="encoder .onnx (see `export`); default: "
+                   "exported into the cache")
+    g.add_argument("--onnx-decoder", default=d.onnx_decoder, help="decoder .onnx (with --onnx-encoder)")
+    g.add_argument("--onnx-cache-dir", default=d.onnx_cache_dir, help="cache of exported graphs (default: "
                    "$MOBILESAM_CACHE_DIR or ~/.cache/mobilesam_ros)")
-    g.add_argument("--providers", default="CPUExecutionProvider",
-                   help="comma-separated ONNX Runtime providers, in priority order")
-    g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
-    g.add_argument("--precision", choices=PRECISION_CHOICES, default=ModelConfig.precision,
+    g.add_argument("--providers", default=",".join(d.providers),
+                   help="comma-separated ONNX Runtime providers, in priority order (default: %(default)s)")
+    g.add_argument("--device", default=d.device, help="torch device: cpu, cuda, cuda:N (default: %(default)s)")
+    g.add_argument("--precision", choices=PRECISION_CHOICES, default=d.precision,
                    help="backend torch compute precision (autocast; norms stay fp32) (default: %(default)s)")
     add_cpu_args(ap)
 

@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from mobilesam_ros.cli.common import CliError, EXIT_OK, add_model_args, model_config, read_rgb, write_rgb
+from mobilesam_ros.core.config import CLI_FILTERS, DetectorConfig, FilterConfig
 
 
 def add_parser(sub) -> None:
@@ -22,13 +23,19 @@ def add_parser(sub) -> None:
     src.add_argument("--detector", help="YOLOv8-style ONNX detector proposing boxes")
     src.add_argument("--boxes", help=".npy of (N,4) xyxy boxes in image pixels")
     src.add_argument("--grid", type=int, metavar="N", help="SAM's automatic mask generator, N x N points")
-    ap.add_argument("--conf", type=float, default=0.4, help="detector confidence (MobileSAMv2: 0.4)")
-    ap.add_argument("--iou", type=float, default=0.9, help="detector NMS IoU (MobileSAMv2: 0.9)")
-    ap.add_argument("--pred-iou-thresh", type=float, default=0.0, help="drop masks below this predicted IoU")
-    ap.add_argument("--stability-thresh", type=float, default=0.0, help="drop masks below this stability")
-    ap.add_argument("--min-area", type=int, default=0, help="drop masks smaller than this (px)")
-    ap.add_argument("--mask-nms", type=float, default=1.0, help="mask NMS IoU (1.0 = off)")
-    ap.add_argument("--max-instances", type=int, default=1000, help="keep at most this many")
+    det, filt = DetectorConfig(), CLI_FILTERS
+    ap.add_argument("--conf", type=float, default=det.conf,
+                    help="detector confidence (default: %(default)s, MobileSAMv2's)")
+    ap.add_argument("--iou", type=float, default=det.iou,
+                    help="detector NMS IoU (default: %(default)s, MobileSAMv2's)")
+    ap.add_argument("--pred-iou-thresh", type=float, default=filt.pred_iou_thresh,
+                    help="drop masks below this predicted IoU")
+    ap.add_argument("--stability-thresh", type=float, default=filt.stability_thresh,
+                    help="drop masks below this stability")
+    ap.add_argument("--min-area", type=int, default=filt.min_area, help="drop masks smaller than this (px)")
+    ap.add_argument("--mask-nms", type=float, default=filt.mask_nms_thresh, help="mask NMS IoU (1.0 = off)")
+    ap.add_argument("--max-instances", type=int, default=filt.max_instances,
+                    help="keep at most this many (default: %(default)s)")
     ap.add_argument("--output", required=True, help="output .npz")
     ap.add_argument("--overlay", help="also write an overlay PNG")
     ap.set_defaults(run=run)
@@ -37,7 +44,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from mobilesam_ros.core.runtime.factory import build_backend
     from mobilesam_ros.core.ops.overlay import draw_overlay
-    from mobilesam_ros.core.engine.pipeline import FilterConfig
+    from mobilesam_ros.core.engine.pipeline import keep_indices
     from mobilesam_ros.core.engine.predictor import SamPredictor
     from mobilesam_ros.core.engine.segevery import decode_boxes
 
@@ -54,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         if args.detector:
             from mobilesam_ros.core.engine.detector import YoloV8OnnxDetector
 
-            det = YoloV8OnnxDetector(args.detector, conf=args.conf, iou=args.iou, border_snap_px=20).detect(image)
+            det = YoloV8OnnxDetector(args.detector, conf=args.conf, iou=args.iou).detect(image)
         else:
             from mobilesam_ros.core.structures.detections import Detections
 
@@ -66,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         prompt_boxes = det.boxes
     filters = FilterConfig(args.pred_iou_thresh, args.stability_thresh, args.min_area, args.mask_nms,
                            args.max_instances)
-    order = filters.keep(inst)
+    order = keep_indices(inst, filters)
     inst = inst.select(order)
     dt = time.perf_counter() - t0
     packed = inst.pack_bits()

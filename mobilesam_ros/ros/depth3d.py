@@ -28,6 +28,7 @@ from mobilesam_ros.core.ops.geometry3d import (DEPTH_ENCODINGS, DepthError, Extr
                                            depth_to_metres, extract_instances_3d)
 from mobilesam_ros.core.io.image_codec import ImageMessageError, image_msg_to_array
 from mobilesam_ros.msg import Instance3DArray
+from mobilesam_ros.ros import params as P
 from mobilesam_ros.ros.messages3d import instances3d_to_msg, markers, points_to_cloud
 
 _DEPTH_MSG_ENCODINGS = {enc: (dtype, 1) for enc, (dtype, _) in DEPTH_ENCODINGS.items()}
@@ -40,11 +41,7 @@ def depth_requested(node) -> bool:
 
 
 def extract_config(node) -> Extract3DConfig:
-    g = (lambda name: node.get_parameter(f"depth.{name}").value)
-    return Extract3DConfig(erode_px=g("erode_px"), gap_m=g("gap_m"), edge_margin_m=g("edge_margin_m"),
-                           box_percentile=g("box_percentile"), min_points=g("min_points"),
-                           min_depth_m=g("min_m"), max_depth_m=g("max_m"),
-                           aspect_tolerance=g("aspect_tolerance"))
+    return P.build(Extract3DConfig, P.node_values(node))
 
 
 class Depth3D:

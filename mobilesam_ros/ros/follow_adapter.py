@@ -14,16 +14,15 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from mobilesam_ros.core.engine.follow import FollowConfig, FollowSet, follow_step
+from mobilesam_ros.core.config import FollowConfig
+from mobilesam_ros.core.engine.follow import FollowSet, follow_step
 from mobilesam_ros.core.structures.prompts import ObjectPrompt
 from mobilesam_ros.core.structures.instances import Instances
 from mobilesam_ros.core.engine.tracking import TRACK_COASTING, TRACK_CONFIRMED, TrackAssignment
 from mobilesam_ros.msg import InstanceMaskArray
+from mobilesam_ros.ros import params as P
 from mobilesam_ros.ros.messages import instances_to_msg
 
-PARAM_FIELDS = {"follow.max_objects": "max_objects", "follow.min_pred_iou": "min_pred_iou",
-                "follow.max_area_change": "max_area_change", "follow.lost_timeout_s": "lost_timeout_s",
-                "follow.reacquire_iou": "reacquire_iou"}
 CLICK_ID_BASE = 1 << 31  # click-started objects get ids from here up: clear of prompt ids in use
 
 
@@ -38,7 +37,7 @@ class FollowAdapter:
         self._srv = node.create_service(RemoveObjects, "~/remove_objects", self._on_remove)
 
     def _config(self) -> FollowConfig:
-        return FollowConfig(**{f: self._node.get_parameter(p).value for p, f in PARAM_FIELDS.items()})
+        return P.build(FollowConfig, P.node_values(self._node))
 
     def answer_ids(self, kind: str, ids: Sequence[int]) -> list[int]:
         """Ids to answer a prompt with: a click followed under follow.clicks gets a fresh id (the

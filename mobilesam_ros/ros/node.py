@@ -31,6 +31,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
+from mobilesam_ros.core.config import CpuPolicy, FilterConfig
 from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError, stamp_to_ns
 from mobilesam_ros.core.structures.prompts import PromptError
 from mobilesam_ros.msg import InstanceMaskArray, Prompt
@@ -79,19 +80,18 @@ class MobileSamNode(LifecycleNode):
             self.trigger_activate()
 
     def on_configure(self, state) -> TransitionCallbackReturn:
-        from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy, apply_process_policy, describe
+        from mobilesam_ros.core.runtime.cpu_policy import apply_process_policy, describe
 
         cfg = P.read_all(self)
         t0 = time.perf_counter()
         try:
             # process-wide, so here at the entry point, and before anything imports torch: its
             # OpenMP runtime reads OMP_WAIT_POLICY once, when it is loaded
-            policy = CpuPolicy(threads=cfg["cpu.threads"], omp_wait_policy=cfg["cpu.omp_wait_policy"],
-                               ort_spinning=cfg["cpu.ort_spinning"], keep_freed_memory=cfg["cpu.keep_freed_memory"])
+            policy = P.build(CpuPolicy, cfg)
             self.get_logger().info(f"CPU policy: {describe(apply_process_policy(policy))}")
-            from mobilesam_ros.core.engine.pipeline import PipelineConfig, build_pipeline
+            from mobilesam_ros.core.engine.pipeline import build_pipeline
 
-            self._pipeline = build_pipeline(PipelineConfig.from_params(cfg))
+            self._pipeline = build_pipeline(P.pipeline_config(cfg))
         except Exception as exc:  # noqa: BLE001  any load failure must fail the transition, with why
             self.get_logger().error(f"configure failed: {exc}")
             self._pipeline = None
@@ -292,10 +292,8 @@ class MobileSamNode(LifecycleNode):
     def _tolerance_ns(self) -> int:
         return int(self.get_parameter("segany.stamp_tolerance").value * 1e9)
 
-    def _filters(self):
-        from mobilesam_ros.core.engine.pipeline import FilterConfig
-
-        return FilterConfig.from_params(P.read_all(self))
+    def _filters(self) -> FilterConfig:
+        return P.build(FilterConfig, P.node_values(self))
 
     def _publish(self, inst, header, mode: str, ids, rgb, tracks=None) -> None:
         if not self._pubs:

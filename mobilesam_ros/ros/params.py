@@ -1,183 +1,265 @@
-"""The node's parameters: declared up front with descriptions, ranges and read-only flags.
+"""The node's parameters: ROS names, descriptions, ranges and read-only flags over core/config.py.
 
-One table (`PARAMS`) is the single source of truth: the node declares from it, validates changes
-against it, and `config/mobilesam.yaml` documents the same defaults. Thresholds and rates can change
-at run time; model and device choices are read-only (reconfigure the lifecycle node to change them).
+Every entry of the table (`PARAMS`) names the core dataclass field it sets (its owner); the
+default is read from that field, never written here. The node declares from the table, validates
+changes against it, and builds its core configs from the values (`build`, `pipeline_config`);
+`config/mobilesam.yaml` and the launch file repeat the same defaults (test/ros/test_params.py).
+Thresholds and rates can change at run time; structural choices (mode, model, device, queue and
+cache sizes) are read-only: set them when the node starts (`--ros-args -p`, YAML, launch).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
-from mobilesam_ros.core.ops.geometry3d import Extract3DConfig
-from mobilesam_ros.core.engine.follow import FollowConfig
-from mobilesam_ros.core.engine.tracking import TrackerConfig
+from mobilesam_ros.core.config import (MODES, BACKENDS, OMP_WAIT_POLICIES, PRECISION_CHOICES, CpuPolicy,
+                                       DepthConfig, DetectorConfig, Extract3DConfig, FilterConfig,
+                                       FollowConfig, ImageConfig, ModelConfig, NodeConfig, OverlayConfig,
+                                       PipelineConfig, SegAnyConfig, SegEveryConfig, TrackerConfig)
+
+C = TypeVar("C")
+
+
+def field_default(owner: type, field: str) -> Any:
+    """The default of dataclass `owner`'s `field`, as a ROS parameter value (tuples -> lists)."""
+    f = next((f for f in dataclasses.fields(owner) if f.name == field), None)
+    if f is None:
+        raise AttributeError(f"{owner.__name__} has no field {field!r}")
+    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    return list(value) if isinstance(value, tuple) else value
 
 
 @dataclass(frozen=True)
 class Param:
-    name: str
-    default: Any
+    name: str          # the ROS parameter name
+    owner: type        # the core/config.py dataclass whose field holds the default
+    field: str         # that field
     description: str
     read_only: bool = False
     range: Optional[tuple] = None      # (from, to) inclusive, for numbers
     choices: Optional[tuple] = None    # allowed values, for strings
 
+    @property
+    def default(self) -> Any:
+        return field_default(self.owner, self.field)
+
 
 PARAMS: tuple[Param, ...] = (
-    Param("mode", "segevery", "segevery: all instances every frame; segany: encode frames into the "
-          "embedding cache and answer prompts; both: do both", choices=("segevery", "segany", "both")),
-    Param("model.checkpoint", "", "MobileSAM checkpoint: official mobile_sam.pt (flat state_dict) or a "
+    Param("mode", NodeConfig, "mode",
+          "segevery: all instances every frame; segany: encode frames into the "
+          "embedding cache and answer prompts; both: do both. Read-only: the prompt subscriptions "
+          "exist only in modes segany and both", read_only=True, choices=MODES),
+    Param("model.checkpoint", ModelConfig, "checkpoint",
+          "MobileSAM checkpoint: official mobile_sam.pt (flat state_dict) or a "
           "MobileSAMv2 encoder file ({'model': ...}); distilled students in mobile_sam.pt format load too",
           read_only=True),
-    Param("model.decoder_checkpoint", "", "optional MobileSAMv2 prompt-guided decoder file "
+    Param("model.decoder_checkpoint", ModelConfig, "decoder_checkpoint",
+          "optional MobileSAMv2 prompt-guided decoder file "
           "(Prompt_guided_Mask_Decoder.pt); empty: use the decoder inside model.checkpoint", read_only=True),
-    Param("model.backend", "auto", "inference backend. auto: ONNX Runtime on CPU (graphs exported once "
+    Param("model.backend", ModelConfig, "backend",
+          "inference backend. auto: ONNX Runtime on CPU (graphs exported once "
           "into model.onnx_cache_dir, torch with a warning if that fails), torch on CUDA unless "
-          "model.providers names a GPU provider", read_only=True, choices=("auto", "torch", "onnx")),
-    Param("model.onnx_encoder", "", "ONNX image encoder (backends onnx/auto; `python -m mobilesam_ros "
+          "model.providers names a GPU provider", read_only=True, choices=BACKENDS),
+    Param("model.onnx_encoder", ModelConfig, "onnx_encoder",
+          "ONNX image encoder (backends onnx/auto; `python -m mobilesam_ros "
           "export`); empty: exported from model.checkpoint into the cache", read_only=True),
-    Param("model.onnx_decoder", "", "ONNX prompt encoder + mask decoder (with model.onnx_encoder)",
+    Param("model.onnx_decoder", ModelConfig, "onnx_decoder",
+          "ONNX prompt encoder + mask decoder (with model.onnx_encoder)",
           read_only=True),
-    Param("model.onnx_cache_dir", "", "folder for ONNX graphs exported on first use, one entry per "
+    Param("model.onnx_cache_dir", ModelConfig, "onnx_cache_dir",
+          "folder for ONNX graphs exported on first use, one entry per "
           "checkpoint hash; empty: $MOBILESAM_CACHE_DIR or ~/.cache/mobilesam_ros", read_only=True),
-    Param("model.providers", ["CPUExecutionProvider"], "ONNX Runtime execution providers in priority "
+    Param("model.providers", ModelConfig, "providers",
+          "ONNX Runtime execution providers in priority "
           "order, e.g. [TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]",
           read_only=True),
-    Param("model.device", "cpu", "torch device: cpu, cuda or cuda:N (backend torch)", read_only=True),
-    Param("model.precision", "fp32", "compute precision of backend torch: 16-bit matmuls and convolutions "
+    Param("model.device", ModelConfig, "device",
+          "torch device: cpu, cuda or cuda:N (backend torch)", read_only=True),
+    Param("model.precision", ModelConfig, "precision",
+          "compute precision of backend torch: 16-bit matmuls and convolutions "
           "under autocast, LayerNorms and softmax in fp32 (fp16 for CUDA GPUs incl. Jetson; bf16 where "
           "supported; both are slow on CPUs without native 16-bit units)", read_only=True,
-          choices=("fp32", "fp16", "bf16")),
-    Param("cpu.threads", 0, "intra-op threads of torch and of every ONNX Runtime session; 0 = the "
+          choices=PRECISION_CHOICES),
+    Param("cpu.threads", CpuPolicy, "threads",
+          "intra-op threads of torch and of every ONNX Runtime session; 0 = the "
           "libraries' default (physical cores)", read_only=True, range=(0, 256)),
-    Param("cpu.omp_wait_policy", "passive", "OpenMP wait policy, applied at the first configure "
+    Param("cpu.omp_wait_policy", CpuPolicy, "omp_wait_policy",
+          "OpenMP wait policy, applied at the first configure "
           "before torch loads. passive: idle workers sleep (fair beside other busy nodes); active: "
           "they spin (fastest on a dedicated CPU); env: leave OMP_WAIT_POLICY to the environment",
-          read_only=True, choices=("passive", "active", "env")),
-    Param("cpu.ort_spinning", False, "let ONNX Runtime's intra-op threads spin between ops (faster "
+          read_only=True, choices=OMP_WAIT_POLICIES),
+    Param("cpu.ort_spinning", CpuPolicy, "ort_spinning",
+          "let ONNX Runtime's intra-op threads spin between ops (faster "
           "on a dedicated CPU, starves neighbours on a shared one)", read_only=True),
-    Param("cpu.keep_freed_memory", True, "keep freed multi-MB heap blocks mapped for reuse (glibc "
+    Param("cpu.keep_freed_memory", CpuPolicy, "keep_freed_memory",
+          "keep freed multi-MB heap blocks mapped for reuse (glibc "
           "mallopt; about 1.4x faster 1-prompt decodes, no extra peak memory)", read_only=True),
-    Param("detector.model", "", "YOLOv8-style ONNX object detector proposing SegEvery boxes "
+    Param("detector.model", DetectorConfig, "model",
+          "YOLOv8-style ONNX object detector proposing SegEvery boxes "
           "(MobileSAMv2's ObjectAwareModel converted with tools/export_object_aware_model.py); "
           "empty: use the point grid (segevery.grid_points_per_side)", read_only=True),
-    Param("detector.conf", 0.4, "detector confidence threshold", range=(0.0, 1.0)),
-    Param("detector.iou", 0.9, "detector NMS IoU threshold", range=(0.0, 1.0)),
-    Param("detector.max_det", 300, "maximum detector boxes per frame", range=(1, 1000)),
-    Param("segevery.grid_points_per_side", 16, "point grid density when no detector is set "
+    Param("detector.conf", DetectorConfig, "conf",
+          "detector confidence threshold", range=(0.0, 1.0)),
+    Param("detector.iou", DetectorConfig, "iou",
+          "detector NMS IoU threshold", range=(0.0, 1.0)),
+    Param("detector.max_det", DetectorConfig, "max_det",
+          "maximum detector boxes per frame", range=(1, 1000)),
+    Param("segevery.grid_points_per_side", PipelineConfig, "grid_points_per_side",
+          "point grid density when no detector is set "
           "(SAM's automatic mask generator; slow on CPU)", range=(1, 64)),
-    Param("segevery.every_n", 1, "process every Nth received frame", range=(1, 1000)),
-    Param("segevery.max_rate_hz", 0.0, "at most this many processed frames per second; 0 = no limit",
+    Param("segevery.every_n", SegEveryConfig, "every_n",
+          "process every Nth received frame", range=(1, 1000)),
+    Param("segevery.max_rate_hz", SegEveryConfig, "max_rate_hz",
+          "at most this many processed frames per second; 0 = no limit",
           range=(0.0, 1000.0)),
-    Param("filter.pred_iou_thresh", 0.0, "drop masks whose predicted IoU is below this", range=(0.0, 1.0)),
-    Param("filter.stability_thresh", 0.0, "drop masks whose stability score is below this",
+    Param("filter.pred_iou_thresh", FilterConfig, "pred_iou_thresh",
+          "drop masks whose predicted IoU is below this", range=(0.0, 1.0)),
+    Param("filter.stability_thresh", FilterConfig, "stability_thresh",
+          "drop masks whose stability score is below this",
           range=(0.0, 1.0)),
-    Param("filter.min_area", 0, "drop masks smaller than this many pixels", range=(0, 1 << 30)),
-    Param("filter.mask_nms_thresh", 1.0, "drop a mask overlapping a better one by more than this IoU; "
+    Param("filter.min_area", FilterConfig, "min_area",
+          "drop masks smaller than this many pixels", range=(0, 1 << 30)),
+    Param("filter.mask_nms_thresh", FilterConfig, "mask_nms_thresh",
+          "drop a mask overlapping a better one by more than this IoU; "
           "1.0 = keep all", range=(0.0, 1.0)),
-    Param("filter.max_instances", 100, "keep at most this many instances (best scores first)",
+    Param("filter.max_instances", FilterConfig, "max_instances",
+          "keep at most this many instances (best scores first)",
           range=(1, 1000)),
-    Param("segany.cache_size", 8, "frames whose embeddings stay cached for prompts", read_only=True,
+    Param("segany.cache_size", PipelineConfig, "cache_size",
+          "frames whose embeddings stay cached for prompts", read_only=True,
           range=(1, 256)),
-    Param("segany.stamp_tolerance", 0.05, "a prompt decodes against the cached frame nearest to its "
+    Param("segany.stamp_tolerance", SegAnyConfig, "stamp_tolerance_s",
+          "a prompt decodes against the cached frame nearest to its "
           "stamp within this many seconds", range=(0.0, 3600.0)),
-    Param("segany.max_objects", 100, "a Prompt with more objects is refused whole (one warning); "
+    Param("segany.max_objects", SegAnyConfig, "max_objects",
+          "a Prompt with more objects is refused whole (one warning); "
           "bounds the work and the answer of one message", range=(1, 65535)),
-    Param("segany.max_points", 64, "a PromptObject with more points is refused (the whole Prompt, one "
+    Param("segany.max_points", SegAnyConfig, "max_points",
+          "a PromptObject with more points is refused (the whole Prompt, one "
           "warning)", range=(1, 4096)),
-    Param("segany.prompt_queue", 4, "Prompt / click messages waiting for the worker; the oldest is "
+    Param("segany.prompt_queue", SegAnyConfig, "prompt_queue",
+          "Prompt / click messages waiting for the worker; the oldest is "
           "dropped (and counted) when a new one arrives on a full queue", read_only=True, range=(1, 256)),
-    Param("segany.max_batch_s", 5.0, "time budget of one Prompt message: checked between decoder "
+    Param("segany.max_batch_s", SegAnyConfig, "max_batch_s",
+          "time budget of one Prompt message: checked between decoder "
           "chunks, a message still decoding after this many seconds is abandoned unanswered (one "
           "warning) and the next frame gets its turn", range=(0.01, 3600.0)),
-    Param("image.max_pixels", 8_388_608, "refuse frames (Image, or CompressedImage by the size in its "
+    Param("image.max_pixels", ImageConfig, "max_pixels",
+          "refuse frames (Image, or CompressedImage by the size in its "
           "PNG/JPEG header) with more pixels than this, before allocating them; default 8 MP (4K UHD "
           "fits)", range=(1, 268_435_456)),
-    Param("image.reliable", False, "subscribe to images with a reliable QoS instead of SensorDataQoS "
+    Param("image.reliable", ImageConfig, "reliable",
+          "subscribe to images with a reliable QoS instead of SensorDataQoS "
           "(best effort); reliable does not match best-effort camera drivers", read_only=True),
-    Param("overlay.alpha", 0.5, "mask opacity in the overlay image", range=(0.0, 1.0)),
-    Param("autostart", False, "configure and activate the lifecycle node by itself at start-up "
+    Param("overlay.alpha", OverlayConfig, "alpha",
+          "mask opacity in the overlay image", range=(0.0, 1.0)),
+    Param("autostart", NodeConfig, "autostart",
+          "configure and activate the lifecycle node by itself at start-up "
           "(for use without a lifecycle manager)", read_only=True),
 )
-# Instances in 3D (ros/depth3d.py, core/ops/geometry3d.py): on with depth.enabled or a remapped `depth`;
-# the extraction defaults are core.ops.geometry3d.Extract3DConfig's
-_E3D = Extract3DConfig()
+# Instances in 3D (ros/depth3d.py, core/ops/geometry3d.py): on with depth.enabled or a remapped `depth`
 PARAMS += (
-    Param("depth.enabled", False, "compute instances in 3D from `depth` (registered to the colour "
+    Param("depth.enabled", DepthConfig, "enabled",
+          "compute instances in 3D from `depth` (registered to the colour "
           "camera) and `camera_info`; 3D is also on whenever `depth` is remapped", read_only=True),
-    Param("depth.stamp_tolerance", 0.05, "a segmented frame uses the buffered depth image nearest to "
+    Param("depth.stamp_tolerance", DepthConfig, "stamp_tolerance_s",
+          "a segmented frame uses the buffered depth image nearest to "
           "its stamp within this many seconds", range=(0.0, 3600.0)),
-    Param("depth.buffer_size", 30, "depth images kept by stamp for the frame being segmented; must "
+    Param("depth.buffer_size", DepthConfig, "buffer_size",
+          "depth images kept by stamp for the frame being segmented; must "
           "span the segmentation latency (30 = 1 s at 30 Hz)", read_only=True, range=(1, 1000)),
-    Param("depth.erode_px", _E3D.erode_px, "mask-edge pixels (colour resolution) left out of the "
+    Param("depth.erode_px", Extract3DConfig, "erode_px",
+          "mask-edge pixels (colour resolution) left out of the "
           "position and of the depth range estimate: masks bleed and depth has flying pixels there",
           range=(0, 50)),
-    Param("depth.gap_m", _E3D.gap_m, "depths separated by a jump larger than this (metres) from the "
+    Param("depth.gap_m", Extract3DConfig, "gap_m",
+          "depths separated by a jump larger than this (metres) from the "
           "depth cluster around an instance's median depth are outliers", range=(0.001, 10.0)),
-    Param("depth.edge_margin_m", _E3D.edge_margin_m, "mask pixels within this distance (metres) of "
+    Param("depth.edge_margin_m", Extract3DConfig, "edge_margin_m",
+          "mask pixels within this distance (metres) of "
           "the instance's depth range count too (the rim continuing the surface)", range=(0.0, 10.0)),
-    Param("depth.box_percentile", _E3D.box_percentile, "the 3D box spans the [p, 100-p] percentiles "
+    Param("depth.box_percentile", Extract3DConfig, "box_percentile",
+          "the 3D box spans the [p, 100-p] percentiles "
           "of the points per axis (0 = min/max)", range=(0.0, 49.0)),
-    Param("depth.min_points", _E3D.min_points, "instances with fewer valid depth points get no 3D "
+    Param("depth.min_points", Extract3DConfig, "min_points",
+          "instances with fewer valid depth points get no 3D "
           "result", range=(1, 1 << 30)),
-    Param("depth.min_m", _E3D.min_depth_m, "depths below this (metres) are invalid",
+    Param("depth.min_m", Extract3DConfig, "min_depth_m",
+          "depths below this (metres) are invalid",
           range=(0.0, 1000.0)),
-    Param("depth.max_m", _E3D.max_depth_m, "depths above this (metres) are invalid; also catches "
+    Param("depth.max_m", Extract3DConfig, "max_depth_m",
+          "depths above this (metres) are invalid; also catches "
           "32FC1 depth that holds millimetres", range=(0.0, 1000.0)),
-    Param("depth.aspect_tolerance", _E3D.aspect_tolerance, "depth whose width/height aspect differs "
+    Param("depth.aspect_tolerance", Extract3DConfig, "aspect_tolerance",
+          "depth whose width/height aspect differs "
           "from the colour image's (or CameraInfo's) by more than this fraction is refused; same "
           "aspect, other size: masks and K are scaled", range=(0.0, 1.0)),
-    Param("depth.points_stride", 2, "~/points keeps the points on every Nth depth row and column "
+    Param("depth.points_stride", DepthConfig, "points_stride",
+          "~/points keeps the points on every Nth depth row and column "
           "(decimation; only computed while ~/points has subscribers)", range=(1, 64)),
 )
-# SegEvery tracks (ros/tracking_adapter.py, core/engine/tracking.py); defaults are core TrackerConfig's
-_TRK = TrackerConfig()
+# SegEvery tracks (ros/tracking_adapter.py, core/engine/tracking.py)
 PARAMS += (
-    Param("tracking.enabled", True, "SegEvery keeps instance ids across frames: InstanceMask.id is "
+    Param("tracking.enabled", NodeConfig, "tracking_enabled",
+          "SegEvery keeps instance ids across frames: InstanceMask.id is "
           "the track id, with track_state, track_hits, first_seen and track_age; false: ids 1..N "
           "per frame"),
-    Param("tracking.iou_thresh", _TRK.iou_thresh, "least mask IoU between a track (moved by its "
+    Param("tracking.iou_thresh", TrackerConfig, "iou_thresh",
+          "least mask IoU between a track (moved by its "
           "predicted motion, or where last seen) and an instance for the instance to keep its id",
           range=(0.01, 1.0)),
-    Param("tracking.confirm_hits", _TRK.confirm_hits, "processed frames a new id must be matched in "
+    Param("tracking.confirm_hits", TrackerConfig, "confirm_hits",
+          "processed frames a new id must be matched in "
           "before it is TRACK_CONFIRMED (1 = at once)", range=(1, 1000)),
-    Param("tracking.max_age_s", _TRK.max_age_s, "seconds (of stamps, not frames) a confirmed object "
+    Param("tracking.max_age_s", TrackerConfig, "max_age_s",
+          "seconds (of stamps, not frames) a confirmed object "
           "may go unseen and still keep its id", range=(0.0, 3600.0)),
-    Param("tracking.velocity_smoothing", _TRK.velocity_smoothing, "weight of the newest "
+    Param("tracking.velocity_smoothing", TrackerConfig, "velocity_smoothing",
+          "weight of the newest "
           "measurement in each track's averaged velocity (px/s); 0 = no motion prediction",
           range=(0.0, 1.0)),
-    Param("tracking.grid_cells", _TRK.grid_cells, "masks are compared on a grid of at most this "
+    Param("tracking.grid_cells", TrackerConfig, "grid_cells",
+          "masks are compared on a grid of at most this "
           "many samples along the longer image side (a change starts the tracks over)",
           range=(8, 4096)),
-    Param("tracking.max_tracks", _TRK.max_tracks, "live tracks kept at most (unseen ones matched "
+    Param("tracking.max_tracks", TrackerConfig, "max_tracks",
+          "live tracks kept at most (unseen ones matched "
           "longest ago go first)", range=(1, 1000000)),
 )
-# SegAny click-to-track (ros/follow_adapter.py, core/engine/follow.py); defaults are core FollowConfig's
-_FOL = FollowConfig()
+# SegAny click-to-track (ros/follow_adapter.py, core/engine/follow.py)
 PARAMS += (
-    Param("follow.max_objects", _FOL.max_objects, "objects followed at once (PromptObject.follow, "
+    Param("follow.max_objects", FollowConfig, "max_objects",
+          "objects followed at once (PromptObject.follow, "
           "clicks with follow.clicks); more are refused with a warning", range=(1, 1000)),
-    Param("follow.min_pred_iou", _FOL.min_pred_iou, "a followed object's re-prompted mask whose "
+    Param("follow.min_pred_iou", FollowConfig, "min_pred_iou",
+          "a followed object's re-prompted mask whose "
           "predicted IoU is below this is not good (not published, not kept)", range=(0.0, 1.0)),
-    Param("follow.max_area_change", _FOL.max_area_change, "a followed object's mask whose area "
+    Param("follow.max_area_change", FollowConfig, "max_area_change",
+          "a followed object's mask whose area "
           "grew or shrank by more than this factor since its last good mask is not good",
           range=(1.0, 1e6)),
-    Param("follow.lost_timeout_s", _FOL.lost_timeout_s, "a followed object with no good mask for "
+    Param("follow.lost_timeout_s", FollowConfig, "lost_timeout_s",
+          "a followed object with no good mask for "
           "this many seconds (of stamps) is dropped", range=(0.0, 3600.0)),
-    Param("follow.reacquire_iou", _FOL.reacquire_iou, "mode both: a lost followed object takes "
+    Param("follow.reacquire_iou", FollowConfig, "reacquire_iou",
+          "mode both: a lost followed object takes "
           "the SegEvery instance whose box overlaps its last good box at least this much (box IoU) "
           "and is re-prompted from that box", range=(0.01, 1.0)),
-    Param("follow.clicks", False, "an RViz click (clicked_point) also starts following its object, "
+    Param("follow.clicks", NodeConfig, "follow_clicks",
+          "an RViz click (clicked_point) also starts following its object, "
           "under an id from 2147483648 up (the id its answer carries)"),
 )
 _BY_NAME = {p.name: p for p in PARAMS}
+DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMS}
 
 
 def descriptor(p: Param) -> ParameterDescriptor:
     text = p.description + (f" (one of: {', '.join(p.choices)})" if p.choices else "")
+    if p.read_only:
+        text += " (read-only: set it when the node starts)"
     d = ParameterDescriptor(description=text, read_only=p.read_only)
     if p.range is not None:
         if isinstance(p.default, float):
@@ -205,3 +287,27 @@ def check_choices(params) -> SetParametersResult:
 def read_all(node) -> dict[str, Any]:
     """Current values of every declared parameter of PARAMS, by name."""
     return {p.name: node.get_parameter(p.name).value for p in PARAMS}
+
+
+def build(owner: Callable[..., C], values: Mapping[str, Any] | Callable[[str], Any], **fields: Any) -> C:
+    """An `owner` config (a core/config.py dataclass) from parameter values: every PARAMS entry
+    owned by it sets its field (lists back to tuples); `fields` sets the rest (nested configs).
+    values: {name: value} (read_all) or a function name -> value (a node's get_parameter)."""
+    value_of = values.__getitem__ if isinstance(values, Mapping) else values
+    kwargs = {}
+    for p in PARAMS:
+        if p.owner is owner:
+            v = value_of(p.name)
+            kwargs[p.field] = tuple(v) if isinstance(p.default, list) else v
+    return owner(**kwargs, **fields)
+
+
+def node_values(node) -> Callable[[str], Any]:
+    """name -> the node's current value of that parameter (for `build` of a few fields)."""
+    return lambda name: node.get_parameter(name).value
+
+
+def pipeline_config(values: Mapping[str, Any]) -> PipelineConfig:
+    """What the node loads at configure, from its parameter values (read_all)."""
+    model = build(ModelConfig, values, cpu=build(CpuPolicy, values))
+    return build(PipelineConfig, values, model=model, detector=build(DetectorConfig, values))

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Optional
 
 from mobilesam_ros.core.structures.instances import Instances
-from mobilesam_ros.core.engine.tracking import TrackAssignment, Tracker, TrackerConfig
+from mobilesam_ros.core.config import TrackerConfig
+from mobilesam_ros.core.engine.tracking import TrackAssignment, Tracker
+from mobilesam_ros.ros import params as P
 
-# node parameter -> TrackerConfig field (defaults: TrackerConfig's, declared in ros/params.py)
-PARAM_FIELDS = {"tracking.iou_thresh": "iou_thresh", "tracking.confirm_hits": "confirm_hits",
-                "tracking.max_age_s": "max_age_s", "tracking.grid_cells": "grid_cells",
-                "tracking.velocity_smoothing": "velocity_smoothing", "tracking.max_tracks": "max_tracks"}
+
 
 
 class SegEveryTracking:
@@ -22,7 +21,7 @@ class SegEveryTracking:
         self._tracker = Tracker(self._config())
 
     def _config(self) -> TrackerConfig:
-        return TrackerConfig(**{f: self._node.get_parameter(p).value for p, f in PARAM_FIELDS.items()})
+        return P.build(TrackerConfig, P.node_values(self._node))
 
     def update(self, inst: Instances, stamp_ns: int) -> Optional[TrackAssignment]:
         """The tracks of this SegEvery frame's instances (in their order), or None when

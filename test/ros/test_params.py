@@ -1,8 +1,10 @@
-"""One default per parameter: config/mobilesam.yaml and the launch file's arguments agree with the
-parameter table the node declares from (ros/params.py); every limit the README's Reliability
-section lists is a declared parameter with a range."""
+"""One default per parameter: every node parameter is a field of a core/config.py dataclass and
+the node declares that field's default; config/mobilesam.yaml and the launch file's arguments agree
+with them; every limit the README's Reliability section lists is a declared parameter with a range."""
+import dataclasses
 import os
 
+import pytest
 import yaml
 from conftest import ROOT
 
@@ -51,3 +53,75 @@ def test_limits_are_declared_with_ranges_and_documented():
         assert f"`{name}`" in readme
     # label image values are index + 1: they must fit mono16
     assert by_name["segany.max_objects"].range[1] <= 65535
+
+
+# Fields of core/config.py that are not node parameters, and why.
+NOT_PARAMETERS = {
+    ("ModelConfig", "cpu"),                 # nested: the cpu.* parameters (CpuPolicy)
+    ("PipelineConfig", "model"),            # nested: the model.* parameters
+    ("PipelineConfig", "detector"),         # nested: the detector.* parameters
+    ("DetectorConfig", "border_snap_px"),   # MobileSAMv2's rule, always on in the node
+    ("TrackerConfig", "box_weight"),        # assignment tie-breakers, not tuning knobs
+    ("TrackerConfig", "class_weight"),
+}
+
+
+def _config_dataclasses():
+    import mobilesam_ros.core.config as config
+
+    return [c for c in vars(config).values()
+            if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__module__ == config.__name__]
+
+
+def test_every_parameter_is_one_core_config_field():
+    owned = [(p.owner, p.field) for p in PARAMS]
+    assert len(set(owned)) == len(owned), "two parameters set the same field"
+    classes = _config_dataclasses()
+    for owner, field in owned:
+        assert owner in classes, owner
+        assert field in {f.name for f in dataclasses.fields(owner)}, (owner, field)
+    # and every field of core/config.py is a parameter, unless listed above with its reason
+    every = {(c.__name__, f.name) for c in classes for f in dataclasses.fields(c)}
+    assert every - {(o.__name__, f) for o, f in owned} == NOT_PARAMETERS
+
+
+@pytest.mark.ros
+def test_the_node_declares_each_owner_fields_default(ros_env):
+    import rclpy
+
+    from mobilesam_ros.ros.node import MobileSamNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    node = MobileSamNode("params_test", context=ctx)
+    try:
+        declared = {name: node.get_parameter(name).value for name in node._parameters
+                    if name not in ("use_sim_time", "start_type_description_service")}  # rclpy's own
+        descriptors = {name: node.describe_parameter(name) for name in declared}
+    finally:
+        node.destroy_node()
+        ctx.try_shutdown()
+    by_name = {p.name: p for p in PARAMS}
+    assert set(declared) == set(by_name)
+    for name, value in declared.items():
+        p = by_name[name]
+        want = getattr(p.owner(), p.field)  # the dataclass instance's own default
+        assert value == (list(want) if isinstance(want, tuple) else want), name
+        assert type(value) is type(want) or isinstance(want, tuple), name  # 0.0 stays a double
+        assert descriptors[name].read_only == p.read_only, name
+    # structural parameters cannot change under a running node
+    assert descriptors["mode"].read_only
+
+
+def test_core_configs_from_parameter_values():
+    """params.build maps parameter names onto fields: a changed value lands in its field only."""
+    from mobilesam_ros.core.config import CpuPolicy, Extract3DConfig, FilterConfig
+    from mobilesam_ros.ros.params import build, pipeline_config
+
+    values = dict(DEFAULTS, **{"filter.min_area": 50, "depth.max_m": 4.5, "model.providers": ["A", "B"],
+                               "cpu.threads": 3, "detector.conf": 0.7, "segany.cache_size": 2})
+    assert build(FilterConfig, values) == FilterConfig(min_area=50)
+    assert build(Extract3DConfig, values) == Extract3DConfig(max_depth_m=4.5)
+    cfg = pipeline_config(values)
+    assert cfg.model.providers == ("A", "B") and cfg.model.cpu == CpuPolicy(threads=3)
+    assert (cfg.detector.conf, cfg.detector.iou, cfg.cache_size) == (0.7, 0.9, 2)

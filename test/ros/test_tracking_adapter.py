@@ -34,10 +34,13 @@ def square(x):
 def test_enabled_switch_and_live_thresholds(node):
     from rclpy.parameter import Parameter
 
+    from mobilesam_ros.core.config import TrackerConfig
     from mobilesam_ros.ros.params import PARAMS
-    from mobilesam_ros.ros.tracking_adapter import PARAM_FIELDS, SegEveryTracking
+    from mobilesam_ros.ros.tracking_adapter import SegEveryTracking
 
-    assert set(PARAM_FIELDS) | {"tracking.enabled"} == {p.name for p in PARAMS if p.name.startswith("tracking.")}
+    # every TrackerConfig threshold but the assignment tie-breakers is a tracking.* parameter
+    owned = {p.field for p in PARAMS if p.owner is TrackerConfig and p.name.startswith("tracking.")}
+    assert owned == set(TrackerConfig.__dataclass_fields__) - {"box_weight", "class_weight"}
     ad = SegEveryTracking(node)
     ids = [int(ad.update(square(10 + k), k * 100_000_000).ids[0]) for k in range(3)]
     assert ids == [1, 1, 1]

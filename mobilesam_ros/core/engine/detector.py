@@ -26,17 +26,12 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
-from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy, ort_session_options
+from mobilesam_ros.core.config import V2_DETECTOR_SETTINGS, CpuPolicy, DetectorConfig
+from mobilesam_ros.core.runtime.cpu_policy import ort_session_options
 from mobilesam_ros.core.structures.detections import Detections
 
 __all__ = ["Detections", "LetterboxInfo", "YoloV8OnnxDetector", "letterbox",
            "V2_DETECTOR_SETTINGS"]
-
-#: The settings MobileSAMv2's Inference.py uses with ObjectAwareModel.pt (imgsz, conf, iou,
-#: max_det, and the 20 px border snap of its PromptModelPredictor): ``**V2_DETECTOR_SETTINGS``.
-V2_DETECTOR_SETTINGS: Mapping[str, object] = {
-    "imgsz": 1024, "conf": 0.4, "iou": 0.9, "max_det": 300, "border_snap_px": 20.0,
-}
 
 _PAD_VALUE = 114  # Ultralytics' letterbox gray
 
@@ -130,10 +125,11 @@ class YoloV8OnnxDetector:
         dynamic model the ``imgsz`` in its metadata (640 if absent). A fixed-shape model only
         accepts its own size.
     conf: keep anchors whose best class score is > conf. iou: NMS suppresses boxes with IoU > iou.
-    max_det: at most this many boxes (best first).
+    max_det: at most this many boxes (best first). conf, iou, max_det and border_snap_px default
+        to core.config.DetectorConfig's (MobileSAMv2's settings).
     providers: onnxruntime execution providers (default: CPU).
     class_agnostic: one NMS over all classes (True) or per class (False, Ultralytics' default).
-    border_snap_px: MobileSAMv2's rule (0 = off, 20 in the official code): after NMS, in the
+    border_snap_px: MobileSAMv2's rule (0 = off; 20 in the official code): after NMS, in the
         network input frame, x1 < t -> 0, y1 < t -> 0, x2 > W_in - t -> W_in, y2 > H_in - t ->
         H_in; after undoing the letterbox and clipping this lands exactly on the image border.
         For a fixed-shape model the rule is applied in the frame the official stride-padded
@@ -146,9 +142,10 @@ class YoloV8OnnxDetector:
     """
 
     def __init__(self, model_path: str | os.PathLike, imgsz: int | Sequence[int] | None = None,
-                 conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
-                 providers: Sequence[str] | None = None, class_agnostic: bool = True,
-                 border_snap_px: float = 0.0, auto_letterbox_stride: int | None = None,
+                 conf: float = DetectorConfig.conf, iou: float = DetectorConfig.iou,
+                 max_det: int = DetectorConfig.max_det, providers: Sequence[str] | None = None,
+                 class_agnostic: bool = True, border_snap_px: float = DetectorConfig.border_snap_px,
+                 auto_letterbox_stride: int | None = None,
                  cpu: "CpuPolicy | None" = None) -> None:
         import onnxruntime as ort  # heavy import kept out of module import time
 

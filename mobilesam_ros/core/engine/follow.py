@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from mobilesam_ros.core.config import FollowConfig
 from mobilesam_ros.core.structures.instances import Instances
 from mobilesam_ros.core.ops.postprocess import masks_to_boxes
 from mobilesam_ros.core.structures.prompts import ObjectPrompt
@@ -28,31 +29,6 @@ if TYPE_CHECKING:  # torch loads with the predictor; the node must import this b
     from mobilesam_ros.core.engine.predictor import Prediction, SamPredictor
 
 __all__ = ["FollowConfig", "Followed", "FollowSet", "FollowResult", "follow_step"]
-
-
-@dataclass(frozen=True)
-class FollowConfig:
-    """Limits of click-to-track; the single owner of their defaults.
-
-    max_objects: objects followed at once (isaac_ros_segment_anything2 allows 10).
-    min_pred_iou: a re-prompted mask whose predicted IoU is below this is bad.
-    max_area_change: a mask whose area is more than this factor larger or smaller than the last
-        good one is bad (a jump to the background or a collapse).
-    lost_timeout_s: an object with no good mask for this many seconds of stamps is dropped.
-    reacquire_iou: least box IoU between a lost object's last good box and another instance for
-        :meth:`FollowSet.reacquire` to take it.
-    """
-
-    max_objects: int = 10
-    min_pred_iou: float = 0.5
-    max_area_change: float = 3.0
-    lost_timeout_s: float = 2.0
-    reacquire_iou: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.max_objects < 1 or not 0.0 <= self.min_pred_iou <= 1.0 or self.max_area_change < 1.0 \
-                or self.lost_timeout_s < 0.0 or not 0.0 < self.reacquire_iou <= 1.0:
-            raise ValueError(f"invalid FollowConfig {self}")
 
 
 @dataclass

@@ -5,13 +5,12 @@ detector and the grid generator; the node only converts messages to arrays and b
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy
-from mobilesam_ros.core.runtime.factory import ModelConfig, build_backend
+from mobilesam_ros.core.config import FilterConfig, PipelineConfig
+from mobilesam_ros.core.runtime.factory import build_backend
 from mobilesam_ros.core.structures.instances import Instances
 from mobilesam_ros.core.ops.postprocess import mask_nms
 from mobilesam_ros.core.engine.predictor import SamPredictor
@@ -19,64 +18,26 @@ from mobilesam_ros.core.structures.prompts import ObjectPrompt
 from mobilesam_ros.core.engine.segevery import decode_boxes, decode_prompts
 
 
-@dataclass
-class FilterConfig:
-    """Post-filters on SegEvery instances (all optional; defaults keep everything)."""
-
-    pred_iou_thresh: float = 0.0
-    stability_thresh: float = 0.0
-    min_area: int = 0
-    mask_nms_thresh: float = 1.0
-    max_instances: int = 100
-
-    @classmethod
-    def from_params(cls, p: dict[str, Any]) -> "FilterConfig":
-        return cls(p["filter.pred_iou_thresh"], p["filter.stability_thresh"], p["filter.min_area"],
-                   p["filter.mask_nms_thresh"], p["filter.max_instances"])
-
-    def keep(self, inst: Instances) -> np.ndarray:
-        """Indices of `inst` that survive: thresholds, best predicted IoU first, mask NMS against
-        duplicates, at most max_instances."""
-        idx = np.flatnonzero((inst.scores >= self.pred_iou_thresh)
-                             & (np.nan_to_num(inst.stability, nan=0.0) >= self.stability_thresh)
-                             & (inst.areas >= max(self.min_area, 1)))
-        idx = idx[np.argsort(-inst.scores[idx], kind="stable")]
-        if self.mask_nms_thresh < 1.0 and len(idx) > 1:
-            idx = idx[mask_nms(inst.select(idx).dense_masks(), inst.scores[idx], self.mask_nms_thresh)]
-        return idx[: self.max_instances]
-
-    def apply(self, inst: Instances) -> Instances:
-        return inst.select(self.keep(inst))
+def keep_indices(inst: Instances, filters: FilterConfig) -> np.ndarray:
+    """Indices of `inst` that survive `filters`: thresholds, best predicted IoU first, mask NMS
+    against duplicates, at most filters.max_instances."""
+    idx = np.flatnonzero((inst.scores >= filters.pred_iou_thresh)
+                         & (np.nan_to_num(inst.stability, nan=0.0) >= filters.stability_thresh)
+                         & (inst.areas >= max(filters.min_area, 1)))
+    idx = idx[np.argsort(-inst.scores[idx], kind="stable")]
+    if filters.mask_nms_thresh < 1.0 and len(idx) > 1:
+        idx = idx[mask_nms(inst.select(idx).dense_masks(), inst.scores[idx], filters.mask_nms_thresh)]
+    return idx[: filters.max_instances]
 
 
-@dataclass
-class PipelineConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    detector: str = ""
-    detector_conf: float = 0.4
-    detector_iou: float = 0.9
-    detector_max_det: int = 300
-    grid_points_per_side: int = 16
-    cache_size: int = 8
-
-    @classmethod
-    def from_params(cls, p: dict[str, Any]) -> "PipelineConfig":
-        model = ModelConfig(checkpoint=p["model.checkpoint"], decoder_checkpoint=p["model.decoder_checkpoint"],
-                            backend=p["model.backend"], onnx_encoder=p["model.onnx_encoder"],
-                            onnx_decoder=p["model.onnx_decoder"], providers=tuple(p["model.providers"]),
-                            device=p["model.device"], precision=p["model.precision"],
-                            onnx_cache_dir=p["model.onnx_cache_dir"], cpu=cpu_policy_from_params(p))
-        return cls(model, p["detector.model"], p["detector.conf"], p["detector.iou"],
-                   p["detector.max_det"], p["segevery.grid_points_per_side"], p["segany.cache_size"])
-
-
-def cpu_policy_from_params(p: dict[str, Any]) -> CpuPolicy:
-    return CpuPolicy(threads=p["cpu.threads"], omp_wait_policy=p["cpu.omp_wait_policy"],
-                     ort_spinning=p["cpu.ort_spinning"], keep_freed_memory=p["cpu.keep_freed_memory"])
+def apply_filters(inst: Instances, filters: FilterConfig) -> Instances:
+    """The instances of `inst` that survive `filters`, in keep_indices' order."""
+    return inst.select(keep_indices(inst, filters))
 
 
 class SegmentationPipeline:
-    def __init__(self, predictor: SamPredictor, detector=None, grid_points_per_side: int = 16) -> None:
+    def __init__(self, predictor: SamPredictor, detector=None,
+                 grid_points_per_side: int = PipelineConfig.grid_points_per_side) -> None:
         self.predictor = predictor
         self.detector = detector
         self.grid_points_per_side = grid_points_per_side
@@ -107,7 +68,7 @@ class SegmentationPipeline:
             inst = decode_boxes(self.predictor, det.boxes, stamp_ns, det.class_ids, det.scores)
         else:
             inst = self._grid().generate(image, stamp_ns).instances
-        return filters.apply(inst)
+        return apply_filters(inst, filters)
 
     def _grid(self):
         if self._amg is None:
@@ -141,13 +102,15 @@ class SegmentationPipeline:
 
 
 def build_pipeline(cfg: PipelineConfig) -> SegmentationPipeline:
+    """Load cfg's model (and detector) into a ready pipeline (core/config.PipelineConfig)."""
     backend = build_backend(cfg.model)
     detector = None
-    if cfg.detector:
+    if cfg.detector.model:
         from mobilesam_ros.core.engine.detector import YoloV8OnnxDetector
 
-        detector = YoloV8OnnxDetector(cfg.detector, conf=cfg.detector_conf, iou=cfg.detector_iou,
-                                      max_det=cfg.detector_max_det, providers=list(cfg.model.providers),
-                                      border_snap_px=20, cpu=cfg.model.cpu)
+        d = cfg.detector
+        detector = YoloV8OnnxDetector(d.model, conf=d.conf, iou=d.iou, max_det=d.max_det,
+                                      providers=list(cfg.model.providers), border_snap_px=d.border_snap_px,
+                                      cpu=cfg.model.cpu)
     predictor = SamPredictor(backend, cache_size=cfg.cache_size, keep_images=True)
     return SegmentationPipeline(predictor, detector, cfg.grid_points_per_side)

@@ -31,6 +31,7 @@ from typing import Optional
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from mobilesam_ros.core.config import TrackerConfig
 from mobilesam_ros.core.structures.instances import Instances
 
 __all__ = ["TRACK_TENTATIVE", "TRACK_CONFIRMED", "TRACK_COASTING", "TrackerConfig", "TrackAssignment",
@@ -44,44 +45,6 @@ TRACK_COASTING = 3
 
 # A mask with fewer samples on the coarse grid is compared by box IoU: a few cells give no IoU.
 MIN_CELLS = 4
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """Every tracking threshold; the node's `tracking.*` parameters take their defaults from here.
-
-    iou_thresh: least mask IoU (track mask at its predicted or last-seen place vs instance) for a
-        match.
-    confirm_hits: matched frames (including the first) before a track is confirmed; 1 = at once.
-    max_age_s: seconds a confirmed track survives without a match (coasting), from its last match.
-    grid_cells: masks are compared on a grid with at most this many samples along the longer side.
-    velocity_smoothing: weight of the newest velocity measurement in the exponential average of a
-        track's box-centre velocity (px/s); 0 = no motion model (masks compared where last seen).
-    box_weight, class_weight: tie-breakers added to the mask IoU in the assignment score, so equal
-        mask IoUs go to the better box overlap and then to the same detector class.
-    max_tracks: bound on live tracks; beyond it the coasting tracks matched longest ago go first.
-    """
-
-    iou_thresh: float = 0.2
-    confirm_hits: int = 3
-    max_age_s: float = 1.0
-    grid_cells: int = 128
-    velocity_smoothing: float = 0.5
-    box_weight: float = 0.01
-    class_weight: float = 0.001
-    max_tracks: int = 1000
-
-    def __post_init__(self) -> None:
-        checks = ((0.0 < self.iou_thresh <= 1.0, "iou_thresh must be in (0, 1]"),
-                  (self.confirm_hits >= 1, "confirm_hits must be >= 1"),
-                  (self.max_age_s >= 0.0, "max_age_s must be >= 0"),
-                  (self.grid_cells >= 8, "grid_cells must be >= 8"),
-                  (0.0 <= self.velocity_smoothing <= 1.0, "velocity_smoothing must be in [0, 1]"),
-                  (self.box_weight >= 0.0 and self.class_weight >= 0.0, "weights must be >= 0"),
-                  (self.max_tracks >= 1, "max_tracks must be >= 1"))
-        for ok, why in checks:
-            if not ok:
-                raise ValueError(f"TrackerConfig: {why}")
 
 
 @dataclass(frozen=True)

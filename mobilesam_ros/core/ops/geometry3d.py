@@ -31,6 +31,8 @@ from typing import Iterable, Optional
 import cv2
 import numpy as np
 
+from mobilesam_ros.core.config import Extract3DConfig
+
 __all__ = ["DEPTH_ENCODINGS", "DepthError", "PinholeCamera", "Extract3DConfig", "Instances3D",
            "depth_to_metres", "depth_grid_for", "extract_instances_3d"]
 
@@ -75,36 +77,6 @@ class PinholeCamera:
         sx, sy = width / self.width, height / self.height
         return PinholeCamera(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5,
                              (self.cy + 0.5) * sy - 0.5, int(width), int(height))
-
-
-@dataclass(frozen=True)
-class Extract3DConfig:
-    """Robustness knobs of :func:`extract_instances_3d` (the node's `depth.*` parameters).
-
-    erode_px: mask-edge pixels dropped for the position and for finding the object's depth range
-        (pixels at the colour resolution, scaled to the depth resolution; 0 = none). Edges are
-        where masks bleed onto the background and where depth has flying pixels.
-    gap_m: the object's depth range is the run of its (eroded) mask's sorted depths that contains
-        the median and has no jump larger than this (metres); depths beyond a jump are outliers.
-    edge_margin_m: pixels of the whole mask within this distance (metres) of that range are
-        gated in too (the eroded rim belongs to the object when its depth continues it).
-    box_percentile: the box spans the [p, 100 - p] percentiles (nearest rank) of the gated points
-        per axis (%): 0 = min/max (noise widens the box), larger values cut a curved surface's
-        sparse rim (a sphere's silhouette) off the box.
-    min_points: fewer gated points than this and the instance has no 3D result (valid = False).
-    min_depth_m, max_depth_m: depths outside this range are invalid (sensor range), metres.
-    aspect_tolerance: relative difference of width/height aspect between the colour frame and the
-        depth image (or the CameraInfo) above which the depth is refused, not rescaled.
-    """
-
-    erode_px: int = 2
-    gap_m: float = 0.05
-    edge_margin_m: float = 0.03
-    box_percentile: float = 0.25
-    min_points: int = 20
-    min_depth_m: float = 0.05
-    max_depth_m: float = 20.0
-    aspect_tolerance: float = 0.01
 
 
 @dataclass(frozen=True)

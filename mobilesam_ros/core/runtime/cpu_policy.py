@@ -15,32 +15,12 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 
-OMP_WAIT_POLICIES = ("passive", "active", "env")
+from mobilesam_ros.core.config import OMP_WAIT_POLICIES, CpuPolicy
 
-
-@dataclass(frozen=True)
-class CpuPolicy:
-    """threads: intra-op threads of torch and of every ONNX Runtime session; 0 = the library's
-    default (the number of physical cores).
-    omp_wait_policy: "passive" (idle OpenMP workers sleep), "active" (they spin: fastest on a
-    quiet, dedicated CPU), or "env" (leave OMP_WAIT_POLICY to the environment).
-    ort_spinning: let ONNX Runtime's intra-op threads spin between ops.
-    keep_freed_memory: glibc keeps freed multi-MB blocks mapped for reuse (see
-    runtime.fast_decoder.keep_freed_memory_mapped; the largest single speed-up of 1-prompt decodes).
-    """
-
-    threads: int = 0
-    omp_wait_policy: str = "passive"
-    ort_spinning: bool = False
-    keep_freed_memory: bool = True
-
-    def __post_init__(self) -> None:
-        if self.omp_wait_policy not in OMP_WAIT_POLICIES:
-            raise ValueError(f"omp_wait_policy {self.omp_wait_policy!r} not one of {OMP_WAIT_POLICIES}")
-        if self.threads < 0:
-            raise ValueError(f"threads must be >= 0, got {self.threads}")
+# the policy's fields and defaults live in core/config.py (torch-free); re-exported for callers
+__all__ = ["CpuPolicy", "OMP_WAIT_POLICIES", "torch_loaded", "apply_before_torch", "apply_process_policy",
+           "describe", "ort_session_options"]
 
 
 def torch_loaded() -> bool:

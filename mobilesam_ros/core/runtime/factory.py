@@ -1,42 +1,14 @@
-"""Model configuration -> a ready backend. One place that the CLI and the node both use."""
+"""Model configuration (core/config.ModelConfig) -> a ready backend. One place that the CLI and the
+node both use."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
+from mobilesam_ros.core.config import BACKENDS, ModelConfig
 from mobilesam_ros.core.runtime.base import Backend
-from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy
 
 LOG = logging.getLogger("mobilesam_ros")
-BACKENDS = ("auto", "torch", "onnx")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-PRECISION_CHOICES = ("fp32", "fp16", "bf16")  # backends/torch_backend.PRECISIONS, without importing torch
-
-
-@dataclass
-class ModelConfig:
-    """Which weights and which runtime.
-
-    checkpoint: official mobile_sam.pt (flat) or a MobileSAMv2 encoder file; with
-    decoder_checkpoint (MobileSAMv2 Prompt_guided_Mask_Decoder.pt) the v2 pair is loaded.
-    backend "onnx" runs onnx_encoder/onnx_decoder (written by `export`) on `providers`; with no
-    graphs given they are exported once into the cache (runtime/onnx_cache.py, under onnx_cache_dir).
-    backend "auto": ONNX Runtime on CPU (graphs given or cached; torch with a warning if they cannot
-    be exported), torch on a CUDA device unless `providers` names a GPU provider.
-    precision: torch backend compute precision (fp32 | fp16 | bf16; autocast with fp32 norms).
-    cpu: threading of the ONNX Runtime sessions (the process-wide part is the entry point's job).
-    """
-
-    checkpoint: str = ""
-    decoder_checkpoint: str = ""
-    backend: str = "auto"
-    onnx_encoder: str = ""
-    onnx_decoder: str = ""
-    providers: tuple = field(default_factory=lambda: ("CPUExecutionProvider",))
-    device: str = "cpu"
-    precision: str = "fp32"
-    onnx_cache_dir: str = ""
-    cpu: CpuPolicy = field(default_factory=CpuPolicy)
 
 
 def checkpoint_files(cfg: ModelConfig) -> list[str]:
@@ -44,7 +16,7 @@ def checkpoint_files(cfg: ModelConfig) -> list[str]:
     from mobilesam_ros.core.io.checkpoints import CheckpointError, check_file
 
     if not cfg.checkpoint:
-        raise CheckpointError("no checkpoint given (model.checkpoint / --checkpoint): "
+        raise CheckpointError("no checkpoint given: "
                               "download mobile_sam.pt, see README 'Weights'")
     return [check_file(f) for f in (cfg.checkpoint, cfg.decoder_checkpoint) if f]
 

@@ -1,6 +1,6 @@
 """ONNX graphs exported on first use, cached outside the source tree, keyed by the checkpoint.
 
-`model.backend: auto` runs ONNX Runtime on CPU (its encoder is about 2x torch's there) without
+Backend `auto` runs ONNX Runtime on CPU (its encoder is about 2x torch's there) without
 asking users to run `export` themselves. An entry is a folder
   <cache root>/onnx/<key>/{encoder.onnx, decoder.onnx, manifest.json}
 with key = sha256 over the checkpoint file(s), this exporter's version, the opset and torch's

@@ -74,8 +74,10 @@ def test_class_agnostic_nms_merges_car_and_truck():
 
 def test_border_snap_on_bus():
     img = _rgb("data", "images", "bus.jpg")
-    plain = YoloV8OnnxDetector(MODEL, class_agnostic=False).detect(img)
-    snap = YoloV8OnnxDetector(MODEL, class_agnostic=False, border_snap_px=20).detect(img)
+    # the reference settings (conf 0.25, per-class NMS at 0.45), with and without the snap
+    ref = dict(conf=0.25, iou=0.45, class_agnostic=False)
+    plain = YoloV8OnnxDetector(MODEL, border_snap_px=0, **ref).detect(img)
+    snap = YoloV8OnnxDetector(MODEL, border_snap_px=20, **ref).detect(img)
     assert len(plain) == len(snap)
     # person at x1 = 0.1 -> 0; bus x2 = 800 (8.6 input px from the right) -> 810.
     i_person = int(np.argmin(plain.boxes[:, 0]))
@@ -89,6 +91,19 @@ def test_border_snap_on_bus():
                      plain.boxes[:, 2] * r > 460, plain.boxes[:, 3] * r > 620], axis=1)
     target = np.broadcast_to(np.array([0, 0, 810, 1080], np.float32), plain.boxes.shape)
     np.testing.assert_allclose(snap.boxes, np.where(near, target, plain.boxes), atol=1e-3)
+
+
+def test_defaults_are_mobilesam_v2s_from_the_one_owner():
+    # MobileSAMv2's Inference.py: conf 0.4, iou 0.9, max_det 300, and its 20 px border snap; the
+    # node, the CLI and this constructor all take them from core.config.DetectorConfig
+    from mobilesam_ros.core.config import V2_DETECTOR_SETTINGS, DetectorConfig
+
+    d = YoloV8OnnxDetector(MODEL)
+    assert (d.conf, d.iou, d.max_det, d.border_snap_px) == (0.4, 0.9, 300, 20.0)
+    cfg = DetectorConfig()
+    assert (cfg.conf, cfg.iou, cfg.max_det, cfg.border_snap_px) == (0.4, 0.9, 300, 20.0)
+    assert dict(V2_DETECTOR_SETTINGS) == {"imgsz": 1024, "conf": 0.4, "iou": 0.9, "max_det": 300,
+                                          "border_snap_px": 20.0}
 
 
 def _polygon_boxes(label: Path, w: int, h: int) -> np.ndarray:

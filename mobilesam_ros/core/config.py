@@ -1,0 +1,300 @@
+"""Every configurable default of mobilesam_ros, in one place.
+
+Each dataclass here is the single owner of its fields' defaults: the core's constructors, the
+command line (cli/), the node's parameter table (ros/params.py, which maps ROS parameter names
+onto these fields) and config/mobilesam.yaml (checked by test/ros/test_params.py) all take them
+from here. Units are in the field names or docstrings; pixels are original-image px.
+
+This module imports only the standard library: the node reads its CPU policy from it before
+anything may import torch (see core/runtime/cpu_policy.py), and nothing here knows ROS.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+__all__ = ["MODES", "BACKENDS", "PRECISION_CHOICES", "OMP_WAIT_POLICIES", "CpuPolicy", "ModelConfig",
+           "DetectorConfig", "V2_DETECTOR_SETTINGS", "FilterConfig", "CLI_FILTERS", "PipelineConfig",
+           "NodeConfig", "SegEveryConfig", "SegAnyConfig", "ImageConfig", "OverlayConfig", "DepthConfig",
+           "Extract3DConfig", "TrackerConfig", "FollowConfig"]
+
+MODES = ("segevery", "segany", "both")
+BACKENDS = ("auto", "torch", "onnx")
+PRECISION_CHOICES = ("fp32", "fp16", "bf16")  # runtime/torch_backend.PRECISIONS, without importing torch
+OMP_WAIT_POLICIES = ("passive", "active", "env")
+
+
+# ----------------------------------------------------------------------------- model and runtime
+@dataclass(frozen=True)
+class CpuPolicy:
+    """How this process shares the CPU (applied by core/runtime/cpu_policy.py).
+
+    threads: intra-op threads of torch and of every ONNX Runtime session; 0 = the library's
+    default (the number of physical cores).
+    omp_wait_policy: "passive" (idle OpenMP workers sleep), "active" (they spin: fastest on a
+    quiet, dedicated CPU), or "env" (leave OMP_WAIT_POLICY to the environment).
+    ort_spinning: let ONNX Runtime's intra-op threads spin between ops.
+    keep_freed_memory: glibc keeps freed multi-MB blocks mapped for reuse (see
+    runtime.fast_decoder.keep_freed_memory_mapped; the largest single speed-up of 1-prompt decodes).
+    """
+
+    threads: int = 0
+    omp_wait_policy: str = "passive"
+    ort_spinning: bool = False
+    keep_freed_memory: bool = True
+
+    def __post_init__(self) -> None:
+        if self.omp_wait_policy not in OMP_WAIT_POLICIES:
+            raise ValueError(f"omp_wait_policy {self.omp_wait_policy!r} not one of {OMP_WAIT_POLICIES}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+
+
+@dataclass
+class ModelConfig:
+    """Which weights and which runtime (built by core/runtime/factory.build_backend).
+
+    checkpoint: official mobile_sam.pt (flat) or a MobileSAMv2 encoder file; with
+    decoder_checkpoint (MobileSAMv2 Prompt_guided_Mask_Decoder.pt) the v2 pair is loaded.
+    backend "onnx" runs onnx_encoder/onnx_decoder (written by `export`) on `providers`; with no
+    graphs given they are exported once into the cache (runtime/onnx_cache.py, under onnx_cache_dir).
+    backend "auto": ONNX Runtime on CPU (graphs given or cached; torch with a warning if they cannot
+    be exported), torch on a CUDA device unless `providers` names a GPU provider.
+    precision: torch backend compute precision (fp32 | fp16 | bf16; autocast with fp32 norms).
+    cpu: threading of the ONNX Runtime sessions (the process-wide part is the entry point's job).
+    """
+
+    checkpoint: str = ""
+    decoder_checkpoint: str = ""
+    backend: str = "auto"
+    onnx_encoder: str = ""
+    onnx_decoder: str = ""
+    providers: tuple = field(default_factory=lambda: ("CPUExecutionProvider",))
+    device: str = "cpu"
+    precision: str = "fp32"
+    onnx_cache_dir: str = ""
+    cpu: CpuPolicy = field(default_factory=CpuPolicy)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """The SegEvery box proposer (core/engine/detector.YoloV8OnnxDetector); the defaults are
+    MobileSAMv2's (its Inference.py with ObjectAwareModel.pt, and the 20 px border snap of its
+    PromptModelPredictor).
+
+    model: YOLOv8-style ONNX file; "" = no detector (SegEvery uses the point grid).
+    conf: keep boxes whose best class score is > conf. iou: NMS suppresses boxes with IoU > iou.
+    max_det: at most this many boxes per frame (best first).
+    border_snap_px: box edges within this many network-input px of the border snap onto it (0 = off).
+    """
+
+    model: str = ""
+    conf: float = 0.4
+    iou: float = 0.9
+    max_det: int = 300
+    border_snap_px: float = 20.0
+
+
+# MobileSAMv2 runs its detector at 1024 px; the node leaves imgsz to the model (its fixed input
+# size or its metadata), so the input size is not a DetectorConfig field.
+V2_IMGSZ = 1024
+#: The settings MobileSAMv2's Inference.py uses with ObjectAwareModel.pt: ``**V2_DETECTOR_SETTINGS``.
+V2_DETECTOR_SETTINGS: Mapping[str, object] = {
+    "imgsz": V2_IMGSZ, "conf": DetectorConfig.conf, "iou": DetectorConfig.iou,
+    "max_det": DetectorConfig.max_det, "border_snap_px": DetectorConfig.border_snap_px,
+}
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Post-filters on SegEvery instances (the defaults keep everything up to max_instances).
+
+    pred_iou_thresh, stability_thresh: drop masks scoring below these. min_area: drop masks with
+    fewer pixels. mask_nms_thresh: drop a mask overlapping a better one by more than this IoU
+    (1.0 = off). max_instances: keep at most this many, best predicted IoU first.
+    """
+
+    pred_iou_thresh: float = 0.0
+    stability_thresh: float = 0.0
+    min_area: int = 0
+    mask_nms_thresh: float = 1.0
+    max_instances: int = 100
+
+
+# `segevery` on the command line writes a file, not a message a subscriber must take in one
+# piece: it keeps more instances than the node by default.
+CLI_FILTERS = FilterConfig(max_instances=1000)
+
+
+@dataclass
+class PipelineConfig:
+    """What core/engine/pipeline.build_pipeline loads: the model, the optional detector, the point
+    grid used without one (points per side), and how many frames' embeddings stay cached."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    grid_points_per_side: int = 16
+    cache_size: int = 8
+
+
+# ----------------------------------------------------------------------------- the node's limits
+@dataclass(frozen=True)
+class NodeConfig:
+    """Structure of the node. mode: segevery (all instances every frame), segany (encode frames
+    and answer prompts) or both. autostart: configure and activate without a lifecycle manager.
+    tracking_enabled: SegEvery ids are track ids (else 1..N per frame). follow_clicks: a click
+    also starts following its object."""
+
+    mode: str = "segevery"
+    autostart: bool = False
+    tracking_enabled: bool = True
+    follow_clicks: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} not one of {MODES}")
+
+
+@dataclass(frozen=True)
+class SegEveryConfig:
+    """Which frames SegEvery processes: every every_n-th received frame, at most max_rate_hz
+    per second (0 = no limit)."""
+
+    every_n: int = 1
+    max_rate_hz: float = 0.0
+
+
+@dataclass(frozen=True)
+class SegAnyConfig:
+    """Bounds on prompt work. stamp_tolerance_s: a prompt decodes against the cached frame nearest
+    its stamp within this many seconds. max_objects / max_points: a prompt with more objects, or an
+    object with more points, is refused whole. prompt_queue: prompts waiting for the worker (the
+    oldest is dropped). max_batch_s: seconds one prompt may decode before it is abandoned."""
+
+    stamp_tolerance_s: float = 0.05
+    max_objects: int = 100
+    max_points: int = 64
+    prompt_queue: int = 4
+    max_batch_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """Input images. max_pixels: frames with more pixels are refused before they are allocated
+    (8 MP: 4K UHD fits). reliable: subscribe with reliable QoS instead of best effort."""
+
+    max_pixels: int = 8_388_608
+    reliable: bool = False
+
+
+@dataclass(frozen=True)
+class OverlayConfig:
+    """alpha: mask opacity in the overlay image, 0..1."""
+
+    alpha: float = 0.5
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    """Instances in 3D, around Extract3DConfig. enabled: use `depth` + `camera_info`.
+    stamp_tolerance_s: a frame uses the buffered depth image nearest its stamp within this many
+    seconds. buffer_size: depth images kept by stamp. points_stride: point cloud decimation (every
+    Nth depth row and column)."""
+
+    enabled: bool = False
+    stamp_tolerance_s: float = 0.05
+    buffer_size: int = 30
+    points_stride: int = 2
+
+
+@dataclass(frozen=True)
+class Extract3DConfig:
+    """Robustness knobs of core/ops/geometry3d.extract_instances_3d.
+
+    erode_px: mask-edge pixels dropped for the position and for finding the object's depth range
+        (pixels at the colour resolution, scaled to the depth resolution; 0 = none). Edges are
+        where masks bleed onto the background and where depth has flying pixels.
+    gap_m: the object's depth range is the run of its (eroded) mask's sorted depths that contains
+        the median and has no jump larger than this (metres); depths beyond a jump are outliers.
+    edge_margin_m: pixels of the whole mask within this distance (metres) of that range are
+        gated in too (the eroded rim belongs to the object when its depth continues it).
+    box_percentile: the box spans the [p, 100 - p] percentiles (nearest rank) of the gated points
+        per axis (%): 0 = min/max (noise widens the box), larger values cut a curved surface's
+        sparse rim (a sphere's silhouette) off the box.
+    min_points: fewer gated points than this and the instance has no 3D result (valid = False).
+    min_depth_m, max_depth_m: depths outside this range are invalid (sensor range), metres.
+    aspect_tolerance: relative difference of width/height aspect between the colour frame and the
+        depth image (or the CameraInfo) above which the depth is refused, not rescaled.
+    """
+
+    erode_px: int = 2
+    gap_m: float = 0.05
+    edge_margin_m: float = 0.03
+    box_percentile: float = 0.25
+    min_points: int = 20
+    min_depth_m: float = 0.05
+    max_depth_m: float = 20.0
+    aspect_tolerance: float = 0.01
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Every SegEvery tracking threshold (core/engine/tracking.Tracker).
+
+    iou_thresh: least mask IoU (track mask at its predicted or last-seen place vs instance) for a
+        match.
+    confirm_hits: matched frames (including the first) before a track is confirmed; 1 = at once.
+    max_age_s: seconds a confirmed track survives without a match (coasting), from its last match.
+    grid_cells: masks are compared on a grid with at most this many samples along the longer side.
+    velocity_smoothing: weight of the newest velocity measurement in the exponential average of a
+        track's box-centre velocity (px/s); 0 = no motion model (masks compared where last seen).
+    box_weight, class_weight: tie-breakers added to the mask IoU in the assignment score, so equal
+        mask IoUs go to the better box overlap and then to the same detector class.
+    max_tracks: bound on live tracks; beyond it the coasting tracks matched longest ago go first.
+    """
+
+    iou_thresh: float = 0.2
+    confirm_hits: int = 3
+    max_age_s: float = 1.0
+    grid_cells: int = 128
+    velocity_smoothing: float = 0.5
+    box_weight: float = 0.01
+    class_weight: float = 0.001
+    max_tracks: int = 1000
+
+    def __post_init__(self) -> None:
+        checks = ((0.0 < self.iou_thresh <= 1.0, "iou_thresh must be in (0, 1]"),
+                  (self.confirm_hits >= 1, "confirm_hits must be >= 1"),
+                  (self.max_age_s >= 0.0, "max_age_s must be >= 0"),
+                  (self.grid_cells >= 8, "grid_cells must be >= 8"),
+                  (0.0 <= self.velocity_smoothing <= 1.0, "velocity_smoothing must be in [0, 1]"),
+                  (self.box_weight >= 0.0 and self.class_weight >= 0.0, "weights must be >= 0"),
+                  (self.max_tracks >= 1, "max_tracks must be >= 1"))
+        for ok, why in checks:
+            if not ok:
+                raise ValueError(f"TrackerConfig: {why}")
+
+
+@dataclass(frozen=True)
+class FollowConfig:
+    """Limits of click-to-track (core/engine/follow.FollowSet).
+
+    max_objects: objects followed at once (isaac_ros_segment_anything2 allows 10).
+    min_pred_iou: a re-prompted mask whose predicted IoU is below this is bad.
+    max_area_change: a mask whose area is more than this factor larger or smaller than the last
+        good one is bad (a jump to the background or a collapse).
+    lost_timeout_s: an object with no good mask for this many seconds of stamps is dropped.
+    reacquire_iou: least box IoU between a lost object's last good box and another instance for
+        FollowSet.reacquire to take it.
+    """
+
+    max_objects: int = 10
+    min_pred_iou: float = 0.5
+    max_area_change: float = 3.0
+    lost_timeout_s: float = 2.0
+    reacquire_iou: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_objects < 1 or not 0.0 <= self.min_pred_iou <= 1.0 or self.max_area_change < 1.0 \
+                or self.lost_timeout_s < 0.0 or not 0.0 < self.reacquire_iou <= 1.0:
+            raise ValueError(f"invalid FollowConfig {self}")

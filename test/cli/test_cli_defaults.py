@@ -1,0 +1,49 @@
+"""The command line takes its defaults from the dataclasses that own them (core/config.py, and
+distill's DistillConfig): no argparse default is a second copy that can drift."""
+import argparse
+import dataclasses
+
+from mobilesam_ros.__main__ import build_parser
+from mobilesam_ros.core.config import CLI_FILTERS, CpuPolicy, DetectorConfig, ModelConfig
+
+REQUIRED = {"segany": ["--checkpoint", "c.pt", "--image", "i.jpg", "--output", "o.npz"],
+            "segevery": ["--checkpoint", "c.pt", "--image", "i.jpg", "--grid", "4", "--output", "o.npz"],
+            "export": ["--checkpoint", "c.pt", "--out-dir", "d"],
+            "distill": ["--teacher", "t.pt", "--data", "d", "--out", "s.pt"]}
+MODEL_ARGS = {"decoder_checkpoint": "decoder_checkpoint", "backend": "backend", "onnx_encoder": "onnx_encoder",
+              "onnx_decoder": "onnx_decoder", "onnx_cache_dir": "onnx_cache_dir", "device": "device",
+              "precision": "precision"}
+
+
+def _defaults(command: str) -> argparse.Namespace:
+    return build_parser().parse_args([command, *REQUIRED[command]])
+
+
+def test_model_and_cpu_arguments_default_to_model_config():
+    model, cpu = ModelConfig(), CpuPolicy()
+    for command in ("segany", "segevery", "export"):
+        args = _defaults(command)
+        for dest, field in MODEL_ARGS.items():
+            assert getattr(args, dest) == getattr(model, field), (command, dest)
+        assert tuple(args.providers.split(",")) == model.providers
+        for field in ("threads", "omp_wait_policy", "ort_spinning", "keep_freed_memory"):
+            assert getattr(args, field) == getattr(cpu, field), (command, field)
+
+
+def test_segevery_detector_and_filter_arguments():
+    args = _defaults("segevery")
+    det = DetectorConfig()
+    assert (args.conf, args.iou) == (det.conf, det.iou) == (0.4, 0.9)  # MobileSAMv2's Inference.py
+    assert (args.pred_iou_thresh, args.stability_thresh, args.min_area, args.mask_nms, args.max_instances) == (
+        CLI_FILTERS.pred_iou_thresh, CLI_FILTERS.stability_thresh, CLI_FILTERS.min_area,
+        CLI_FILTERS.mask_nms_thresh, CLI_FILTERS.max_instances)
+
+
+def test_distill_arguments_default_to_distill_config():
+    from mobilesam_ros.distill.config import DistillConfig
+
+    args = vars(_defaults("distill"))
+    fields = {f.name: f.default for f in dataclasses.fields(DistillConfig) if f.default is not dataclasses.MISSING}
+    shared = set(fields) & set(args)
+    assert len(shared) >= 20  # the options really are compared, not skipped
+    assert {k: args[k] for k in shared} == {k: fields[k] for k in shared}
