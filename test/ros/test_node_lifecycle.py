@@ -109,3 +109,31 @@ def test_bad_checkpoint_fails_configure_with_reason(ros_process, ros_probe, tmp_
     assert wait_for(lambda: "configure failed" in read_log(node) and "broken.pt" in read_log(node), 10), \
         read_log(node)
     assert node.poll() is None
+
+
+def test_mode_is_read_only_at_run_time(ros_process, ros_probe):
+    """Prompt subscriptions are made at activate for modes segany and both: a run-time switch from
+    segevery to segany would leave prompts unanswered, so `mode` is refused with a reason and the
+    node keeps answering as it started."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
+    from sensor_msgs.msg import Image
+
+    from mobilesam_ros.msg import Prompt
+
+    node = ros_process(node_argv(), name="node")  # mode segevery (the default), autostart
+    image_pub = ros_probe.create_publisher(Image, "image", 10)
+    prompt_pub = ros_probe.create_publisher(Prompt, "prompt", 10)
+    wait_subscribed(image_pub, node)  # active
+    assert prompt_pub.get_subscription_count() == 0  # segevery: no prompt subscription
+
+    desc = ros_probe.create_client(DescribeParameters, "/mobilesam/describe_parameters")
+    d = _call(ros_probe, desc, DescribeParameters.Request(names=["mode"])).descriptors[0]
+    assert d.read_only and "read-only" in d.description
+    setp = ros_probe.create_client(SetParameters, "/mobilesam/set_parameters")
+    r = _call(ros_probe, setp, SetParameters.Request(parameters=[Parameter(
+        name="mode", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="segany"))])).results[0]
+    assert not r.successful and "read-only" in r.reason and "mode" in r.reason
+    getp = ros_probe.create_client(GetParameters, "/mobilesam/get_parameters")
+    assert _call(ros_probe, getp, GetParameters.Request(names=["mode"])).values[0].string_value == "segevery"
+    assert prompt_pub.get_subscription_count() == 0 and node.poll() is None

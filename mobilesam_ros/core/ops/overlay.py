@@ -10,6 +10,8 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from mobilesam_ros.core.config import OverlayConfig
+
 
 def id_color(instance_id: int) -> tuple[int, int, int]:
     """A saturated RGB colour for an id (golden-ratio hue steps: neighbours differ strongly)."""
@@ -21,7 +23,7 @@ def id_color(instance_id: int) -> tuple[int, int, int]:
 
 def draw_overlay(image: np.ndarray, label_image: np.ndarray, boxes: Optional[np.ndarray] = None,
                  ids: Optional[Sequence[int]] = None, scores: Optional[Sequence[float]] = None,
-                 alpha: float = 0.5) -> np.ndarray:
+                 alpha: float = OverlayConfig.alpha) -> np.ndarray:
     """Blend instances over `image`.
 
     image: (H, W, 3) uint8 RGB. label_image: (H, W) int, pixel value = instance id, 0 = background.
