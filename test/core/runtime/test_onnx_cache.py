@@ -139,6 +139,6 @@ def test_export_uses_the_loaded_checkpoint(tmp_path, monkeypatch):
 
 def test_precision_choices_are_the_torch_backends():
     from mobilesam_ros.core.runtime.torch_backend import PRECISIONS
-    from mobilesam_ros.core.runtime.factory import PRECISION_CHOICES
+    from mobilesam_ros.core.config import PRECISION_CHOICES
 
     assert set(PRECISION_CHOICES) == set(PRECISIONS)
