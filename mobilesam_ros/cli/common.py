@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import numpy as np
@@ -55,15 +56,15 @@ def add_cpu_args(ap: argparse.ArgumentParser) -> None:
 
 
 def cpu_policy(args: argparse.Namespace) -> CpuPolicy:
-    return CpuPolicy(threads=args.threads, omp_wait_policy=args.omp_wait_policy,
-                     ort_spinning=args.ort_spinning, keep_freed_memory=args.keep_freed_memory)
+    """The CpuPolicy of add_cpu_args' options (each option is named after its field)."""
+    return CpuPolicy(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CpuPolicy)})
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
-    return ModelConfig(checkpoint=args.checkpoint or "", decoder_checkpoint=args.decoder_checkpoint,
-                       backend=args.backend, onnx_encoder=args.onnx_encoder, onnx_decoder=args.onnx_decoder,
-                       providers=tuple(p for p in args.providers.split(",") if p), device=args.device,
-                       precision=args.precision, onnx_cache_dir=args.onnx_cache_dir, cpu=cpu_policy(args))
+    """The ModelConfig of add_model_args' options (each option is named after its field)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ModelConfig) if f.name != "cpu"}
+    given.update(checkpoint=args.checkpoint or "", providers=tuple(p for p in args.providers.split(",") if p))
+    return ModelConfig(**given, cpu=cpu_policy(args))
 
 
 def read_rgb(path: str) -> np.ndarray:

@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 
 from mobilesam_ros.__main__ import build_parser
+from mobilesam_ros.cli.common import model_config
 from mobilesam_ros.core.config import CLI_FILTERS, CpuPolicy, DetectorConfig, ModelConfig
 
 REQUIRED = {"segany": ["--checkpoint", "c.pt", "--image", "i.jpg", "--output", "o.npz"],
@@ -28,6 +29,16 @@ def test_model_and_cpu_arguments_default_to_model_config():
         assert tuple(args.providers.split(",")) == model.providers
         for field in ("threads", "omp_wait_policy", "ort_spinning", "keep_freed_memory"):
             assert getattr(args, field) == getattr(cpu, field), (command, field)
+        assert model_config(args) == ModelConfig(checkpoint="c.pt")
+
+
+def test_model_options_reach_their_fields():
+    args = build_parser().parse_args(["export", *REQUIRED["export"], "--backend", "onnx", "--device", "cuda:1",
+                                      "--providers", "CUDAExecutionProvider,CPUExecutionProvider",
+                                      "--threads", "3", "--ort-spinning", "--onnx-cache-dir", "/c"])
+    assert model_config(args) == ModelConfig(
+        checkpoint="c.pt", backend="onnx", device="cuda:1", onnx_cache_dir="/c",
+        providers=("CUDAExecutionProvider", "CPUExecutionProvider"), cpu=CpuPolicy(threads=3, ort_spinning=True))
 
 
 def test_segevery_detector_and_filter_arguments():
