@@ -93,7 +93,8 @@ class MobileSamNode(LifecycleNode):
 
             self._pipeline = build_pipeline(P.pipeline_config(cfg))
         except Exception as exc:  # noqa: BLE001  any load failure must fail the transition, with why
-            self.get_logger().error(f"configure failed: {exc}")
+            hint = "" if cfg["model.checkpoint"] else " (parameter model.checkpoint is empty)"
+            self.get_logger().error(f"configure failed: {exc}{hint}")
             self._pipeline = None
             return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"model ready in {time.perf_counter() - t0:.1f} s: {self._pipeline.describe()}")

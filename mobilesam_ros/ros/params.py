@@ -50,8 +50,8 @@ class Param:
 PARAMS: tuple[Param, ...] = (
     Param("mode", NodeConfig, "mode",
           "segevery: all instances every frame; segany: encode frames into the "
-          "embedding cache and answer prompts; both: do both. Read-only: the prompt subscriptions "
-          "exist only in modes segany and both", read_only=True, choices=MODES),
+          "embedding cache and answer prompts; both: do both (fixed at start-up: segany and both "
+          "subscribe to prompts when the node activates)", read_only=True, choices=MODES),
     Param("model.checkpoint", ModelConfig, "checkpoint",
           "MobileSAM checkpoint: official mobile_sam.pt (flat state_dict) or a "
           "MobileSAMv2 encoder file ({'model': ...}); distilled students in mobile_sam.pt format load too",

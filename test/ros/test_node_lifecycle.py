@@ -137,3 +137,15 @@ def test_mode_is_read_only_at_run_time(ros_process, ros_probe):
     getp = ros_probe.create_client(GetParameters, "/mobilesam/get_parameters")
     assert _call(ros_probe, getp, GetParameters.Request(names=["mode"])).values[0].string_value == "segevery"
     assert prompt_pub.get_subscription_count() == 0 and node.poll() is None
+
+
+def test_no_checkpoint_fails_configure_naming_the_parameter(ros_process, ros_probe):
+    from lifecycle_msgs.msg import Transition
+
+    argv = node_argv(autostart=False)
+    i = argv.index(next(a for a in argv if a.startswith("model.checkpoint:=")))
+    del argv[i - 1:i + 1]  # no model.checkpoint at all: its default, empty
+    node = ros_process(argv, name="node")
+    assert not _transition(ros_probe, "mobilesam", Transition.TRANSITION_CONFIGURE)
+    assert wait_for(lambda: "no checkpoint given" in read_log(node)
+                    and "model.checkpoint is empty" in read_log(node), 10), read_log(node)
