@@ -6,7 +6,7 @@ exporting ONNX models, benchmarking, distilling an encoder on a workstation GPU:
 
     pip install -r requirements/core.txt && pip install .
 
-It installs `mobilesam_ros.core`, `mobilesam_ros.distill` and the CLI, not the ROS adapter.
+It installs `mobilesam_ros.core`, `mobilesam_ros.distill` and the CLI (`mobilesam_ros.cli`), not the ROS adapter.
 """
 from setuptools import find_packages, setup
 
@@ -16,7 +16,7 @@ setup(
     description="MobileSAM / MobileSAMv2 SegAny and SegEvery engine (ROS-free core of mobilesam_ros)",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["mobilesam_ros", "mobilesam_ros.core*", "mobilesam_ros.distill*"]),
+    packages=find_packages(include=["mobilesam_ros", "mobilesam_ros.core*", "mobilesam_ros.distill*", "mobilesam_ros.cli*"]),
     # torch is pinned in requirements/core.txt: an unpinned torch pulls the CUDA build (GBs)
     install_requires=["numpy>=1.26", "opencv-python-headless>=4.8", "tqdm", "PyYAML", "scipy"],
     extras_require={

@@ -138,7 +138,7 @@ def node_e2e(backend: str, policy: str, repeat: int) -> dict:
     from std_msgs.msg import Header
 
     from mobilesam_ros.msg import InstanceMaskArray
-    from mobilesam_ros.ros.conversions import array_to_image_msg
+    from mobilesam_ros.ros.messages import array_to_image_msg
 
     exe = os.path.join(get_package_prefix("mobilesam_ros"), "lib", "mobilesam_ros", "mobilesam_node")
     pa = policy_args(policy)

@@ -34,7 +34,7 @@ def overhead(size, repeat: int) -> dict:
     from mobilesam_ros.core.config import DetectorConfig, FilterConfig, ModelConfig, PipelineConfig
     from mobilesam_ros.core.engine.pipeline import build_pipeline
     from mobilesam_ros.core.io.image_codec import image_msg_to_rgb
-    from mobilesam_ros.ros.conversions import array_to_image_msg
+    from mobilesam_ros.ros.messages import array_to_image_msg
     from mobilesam_ros.ros.messages import instances_to_msg, label_image, overlay_image
 
     rgb = cv2.resize(cv2.cvtColor(cv2.imread(str(SHARED / "data" / "images" / "zidane.jpg")), cv2.COLOR_BGR2RGB), size)
@@ -74,7 +74,7 @@ def bounded_latency(seconds: float, hz: float, backend: str) -> dict:
     from ament_index_python.packages import get_package_prefix
 
     from mobilesam_ros.msg import InstanceMaskArray
-    from mobilesam_ros.ros.conversions import array_to_image_msg
+    from mobilesam_ros.ros.messages import array_to_image_msg
 
     import cv2
 

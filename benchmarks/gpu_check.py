@@ -8,7 +8,7 @@ no onnxruntime, opencv, ROS or install step needed), run from the repo root:
 Per precision of the torch backend (fp32 weights; fp16/bf16 = autocast with fp32 norms/softmax):
 1. goldens: the seeded checkpoint mobile_sam_seed2.pt on golden_seed2.npz's preprocessed photo ->
    embedding error, then every predictor case + the 8-box batch decoded from that embedding
-   (logits, IoU, mask agreement), PASS/FAIL against `core.runtime.goldens.TOLERANCES[precision]`;
+   (logits, IoU, mask agreement), PASS/FAIL against `core.engine.goldens.TOLERANCES[precision]`;
 2. timings, min / median in ms (CUDA events after warm-up on CUDA; wall clock on CPU), numpy in and
    numpy out as the node calls the backend: encoder (1024x1024 input), 1-point decode (multimask,
    low-res), 100 boxes (low-res, no upsampling), a SegEvery-like frame (encoder + the boxes)
@@ -83,7 +83,7 @@ def check_precision(sam, golden: dict, device: str, precision: str, label: str,
     """Goldens + timings + peak memory of one precision -> one result row."""
     import torch
 
-    from mobilesam_ros.core.runtime import goldens
+    from mobilesam_ros.core.engine import goldens
     from mobilesam_ros.core.runtime.torch_backend import TorchBackend
     from mobilesam_ros.core.engine.predictor import SamPredictor
     from mobilesam_ros.core.structures.prompts import make_prompt, to_tokens
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
 
 
 def _tolerances() -> dict:
-    from mobilesam_ros.core.runtime.goldens import TOLERANCES
+    from mobilesam_ros.core.engine.goldens import TOLERANCES
 
     return TOLERANCES
 

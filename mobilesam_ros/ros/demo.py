@@ -79,7 +79,7 @@ def _run(ckpt, detector, grid, frames, out_dir, rate, timeout) -> int:
 
     from mobilesam_ros.msg import InstanceMaskArray
     from mobilesam_ros.core.io.image_codec import image_msg_to_rgb
-    from mobilesam_ros.ros.conversions import array_to_image_msg
+    from mobilesam_ros.ros.messages import array_to_image_msg
 
     from ament_index_python.packages import get_package_prefix
 

@@ -8,13 +8,19 @@ from typing import Optional, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import RegionOfInterest
+from sensor_msgs.msg import Image, RegionOfInterest
 
 from mobilesam_ros.core.structures.instances import Instances
 from mobilesam_ros.core.engine.tracking import TrackAssignment
 from mobilesam_ros.core.ops.overlay import draw_overlay
 from mobilesam_ros.msg import InstanceMask, InstanceMaskArray
-from mobilesam_ros.ros.conversions import array_to_image_msg
+from mobilesam_ros.core.io.image_codec import fill_image_msg
+
+
+def array_to_image_msg(arr: np.ndarray, encoding: str, header) -> Image:
+    """(H, W[, C]) array -> sensor_msgs/Image with `encoding` (core/io/image_codec.py encodes) and
+    a copy of `header`."""
+    return fill_image_msg(Image(header=header), arr, encoding)
 
 
 def label_image(inst: Instances) -> np.ndarray:

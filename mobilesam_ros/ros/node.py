@@ -37,7 +37,7 @@ from mobilesam_ros.core.structures.prompts import PromptError
 from mobilesam_ros.msg import InstanceMaskArray, Prompt
 from mobilesam_ros.ros import params as P
 from mobilesam_ros.core.io.image_codec import ImageMessageError, compressed_msg_to_rgb, image_msg_to_rgb
-from mobilesam_ros.ros.conversions import array_to_image_msg
+from mobilesam_ros.ros.messages import array_to_image_msg
 from mobilesam_ros.ros.depth3d import Depth3D
 from mobilesam_ros.ros.messages import instances_to_msg, label_image, overlay_image
 from mobilesam_ros.ros.prompt_conversions import click_to_prompts, prompt_msg_to_prompts

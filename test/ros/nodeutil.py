@@ -43,7 +43,7 @@ def image_msg(rgb: np.ndarray, sec: int, nanosec: int = 0, frame_id: str = "came
     from builtin_interfaces.msg import Time
     from std_msgs.msg import Header
 
-    from mobilesam_ros.ros.conversions import array_to_image_msg
+    from mobilesam_ros.ros.messages import array_to_image_msg
 
     return array_to_image_msg(rgb, "rgb8", Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id))
 

@@ -21,7 +21,7 @@ def _header(sec):
 
 
 def _depth(sec, h, w, encoding="16UC1", value=1000):
-    from mobilesam_ros.ros.conversions import array_to_image_msg
+    from mobilesam_ros.ros.messages import array_to_image_msg
 
     if encoding == "rgb8":
         return array_to_image_msg(np.zeros((h, w, 3), np.uint8), "rgb8", _header(sec))

@@ -43,7 +43,7 @@ def test_every_encoding_reproduces_the_seed2_golden(ros_process, ros_probe, seed
     from std_msgs.msg import Header
 
     from mobilesam_ros.msg import InstanceMaskArray, Prompt, PromptObject
-    from mobilesam_ros.ros.conversions import array_to_image_msg
+    from mobilesam_ros.ros.messages import array_to_image_msg
 
     g = seed2_golden
     rgb = g["image"]

@@ -68,7 +68,7 @@ def test_documented_inputs_limits_and_throttle(busy_node, seed2_golden):
 
     def item1_mask_input():
         # 1. mask_input as PromptObject.msg documents it: 32FC1, 256x256, step 1024 (golden "refine")
-        from mobilesam_ros.ros.conversions import array_to_image_msg
+        from mobilesam_ros.ros.messages import array_to_image_msg
         mask_in = array_to_image_msg(g["refine_mask_input"][0].astype(np.float32), "32FC1", hdr)
         assert (mask_in.encoding, mask_in.width, mask_in.height, mask_in.step) == ("32FC1", 256, 256, 1024)
         pts = [hostile._pt(x, y) for x, y in g["refine_point_coords"]]

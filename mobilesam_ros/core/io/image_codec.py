@@ -1,4 +1,7 @@
-"""Decode sensor_msgs/Image and CompressedImage payloads to numpy, without cv_bridge or rclpy.
+"""sensor_msgs/Image and CompressedImage payloads <-> numpy, without cv_bridge or rclpy.
+
+Decoding and encoding share one encoding table (`_ENCODINGS`, `MASK_ENCODINGS`), so what the node
+publishes is exactly what it would accept back.
 
 Works on any object with the messages' fields (rclpy messages, rosbags messages), so the node and
 the distillation bag reader share it. Every decode validates what a camera driver or a bad bag can get wrong (unknown encoding, `step`
@@ -6,6 +9,8 @@ smaller than a row, truncated `data`, empty or absurdly large images) and raises
 with the reason, so the node can log one line and go on with the next frame.
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -69,6 +74,27 @@ def image_msg_to_array(msg, max_pixels: int = MAX_PIXELS, encodings: dict | None
     rows = np.lib.stride_tricks.as_strided(buf, shape=(h, row), strides=(step, 1), writeable=False)
     arr = rows.copy().view(dt).reshape(h, w, ch).astype(dt.newbyteorder("="), copy=False)
     return arr[:, :, 0] if ch == 1 else arr
+
+
+def fill_image_msg(msg, arr: np.ndarray, encoding: str):
+    """Write (H, W) or (H, W, C) `arr` into `msg` (a sensor_msgs/Image, header already set) as
+    `encoding`; returns msg. The array's dtype and channel count must be those of the encoding
+    (the inverse of `image_msg_to_array`): a mismatch is a bug in the caller, so it raises
+    ValueError rather than publishing bytes a subscriber would misread."""
+    table = {**_ENCODINGS, **MASK_ENCODINGS}
+    if encoding not in table:
+        raise ValueError(f"cannot encode {encoding!r} (known: {', '.join(sorted(table))})")
+    dtype, ch = table[encoding]
+    arr = np.ascontiguousarray(arr)
+    got_ch = 1 if arr.ndim == 2 else (arr.shape[2] if arr.ndim == 3 else -1)
+    if arr.dtype != np.dtype(dtype) or got_ch != ch:
+        raise ValueError(f"{encoding} needs {np.dtype(dtype).name} with {ch} channel(s), got {arr.dtype} {arr.shape}")
+    msg.encoding = encoding
+    msg.is_bigendian = int(sys.byteorder == "big")  # the dtype check above admits native order only
+    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
+    msg.step = int(arr.strides[0])
+    msg.data = arr.tobytes()
+    return msg
 
 
 MONO16_MODES = ("range", "minmax")

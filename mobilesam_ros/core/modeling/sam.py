@@ -1,51 +1,33 @@
-"""The `Sam` container (image encoder + prompt encoder + mask decoder) and its pre/post-processing.
+"""The `Sam` container: image encoder + prompt encoder + mask decoder.
 
 Attribute names match the official `mobile_sam.modeling.Sam`, so the official flat checkpoint
 (`image_encoder.*`, `prompt_encoder.*`, `mask_decoder.*`) loads into it with `strict=True`.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Optional
 
 import torch
 from torch import nn
 
-from mobilesam_ros.core.ops.transforms import PIXEL_MEAN, PIXEL_STD, normalize_and_pad, postprocess_masks
 from mobilesam_ros.core.modeling.tiny_vit import build_tiny_vit_5m
 
 
 class Sam(nn.Module):
-    """Holds the three networks; `preprocess` / `postprocess_masks` map between image and model frames."""
+    """Holds the three networks. Mapping images into the model frame and masks back out is not a
+    network's job: see ops/transforms.py (normalize_and_pad, postprocess_masks)."""
 
     mask_threshold: float = 0.0
     image_format: str = "RGB"
 
-    def __init__(self, image_encoder: nn.Module, prompt_encoder: nn.Module, mask_decoder: nn.Module,
-                 pixel_mean: Sequence[float] = PIXEL_MEAN, pixel_std: Sequence[float] = PIXEL_STD) -> None:
+    def __init__(self, image_encoder: nn.Module, prompt_encoder: nn.Module, mask_decoder: nn.Module) -> None:
         super().__init__()
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
-        # Constants, not weights: official checkpoints do not store them (persistent=False).
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
 
     @property
     def img_size(self) -> int:
         """Side of the square model input (1024)."""
         return int(self.image_encoder.img_size)
-
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """Resized image(s) (B, 3, h, w), RGB 0..255, h, w <= img_size -> (B, 3, img_size, img_size)
-        float32: normalised per channel, zero-padded bottom/right."""
-        return normalize_and_pad(x, self.img_size, self.pixel_mean, self.pixel_std)
-
-    def postprocess_masks(self, masks: torch.Tensor, input_size: Tuple[int, int],
-                          original_size: Tuple[int, int]) -> torch.Tensor:
-        """Low-res mask logits (B, C, 256, 256) -> logits (B, C, H, W) in the original frame.
-
-        Bilinear (align_corners=False) up to img_size x img_size, crop the padding away to
-        input_size (h, w), then bilinear to original_size (H, W) — the official two-step order.
-        """
-        return postprocess_masks(masks, input_size, original_size, self.img_size)
 
 
 def build_mobile_sam(image_encoder: Optional[nn.Module] = None) -> Sam:

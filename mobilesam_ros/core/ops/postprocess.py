@@ -9,7 +9,7 @@ Coordinates are original-image pixels; masks are (N, H, W) bool over the origina
 * :func:`mask_nms` -- greedy NMS on mask IoU (drops duplicate masks from overlapping prompts).
 * :func:`pack_masks` / :func:`unpack_masks` -- ``np.packbits`` along the last axis, as the goldens.
 
-The :class:`~mobilesam_ros.core.structures.instances.Instances` container lives in ``instances.py``.
+The :class:`~mobilesam_ros.core.structures.instances.Instances` container (structures/) is built on these.
 """
 from __future__ import annotations
 
@@ -227,10 +227,3 @@ def unpack_masks(packed: np.ndarray, width: int) -> np.ndarray:
         raise ValueError(f"packed last axis {packed.shape[-1]} does not fit width {width}")
     return np.unpackbits(packed, axis=-1, count=width).astype(bool)
 
-
-def __getattr__(name: str):
-    # Instances lives in instances.py (which imports this module); re-exported lazily here.
-    if name == "Instances":
-        from mobilesam_ros.core.structures.instances import Instances
-        return Instances
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """Fast path for decoding MANY prompts against ONE image embedding: exact algebraic rewrites of
 SAM's mask decoder (prompt_encoder + two-way transformer + upscaling), same numbers up to fp32
-rounding. The faithful `MaskDecoder` stays the reference; see shared/notes/performance.md.
+rounding. The faithful `MaskDecoder` (modeling/mask_decoder.py) stays the reference, and
+test/core/runtime/test_fast_decoder.py holds the two to each other; benchmarks/bench_decoder.py times them.
 
 Rewrites (N = 4096 image tokens, T ~ 7 prompt tokens, H = 8 heads of c = 16 channels, C = 256):
 1. Layer 1's image side (embedding + no-mask dense embedding) is shared by every mask-less prompt:

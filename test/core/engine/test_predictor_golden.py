@@ -6,8 +6,8 @@ from conftest import shared_path
 
 from mobilesam_ros.core.runtime.torch_backend import TorchBackend
 from mobilesam_ros.core.io.checkpoints import load_mobile_sam
-from mobilesam_ros.core.runtime.goldens import case_kwargs
-from mobilesam_ros.core.runtime.goldens import unpack_masks as unpack
+from mobilesam_ros.core.engine.goldens import case_kwargs
+from mobilesam_ros.core.engine.goldens import unpack_masks as unpack
 from mobilesam_ros.core.engine.predictor import SamPredictor
 from mobilesam_ros.core.structures.prompts import make_prompt
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mobilesam_ros.core.io.image_codec import (MASK_ENCODINGS, ImageMessageError, ImageTooLargeError,
+from mobilesam_ros.core.io.image_codec import (MASK_ENCODINGS, fill_image_msg, ImageMessageError, ImageTooLargeError,
                                             UnsupportedImageEncodingError, compressed_msg_to_rgb,
                                             compressed_size, image_msg_to_array, image_msg_to_rgb)
 
@@ -132,3 +132,24 @@ def test_damaged_png_is_one_corrupt_message_not_another_format():
     with pytest.raises(ImageMessageError, match="corrupt PNG") as err:
         compressed_msg_to_rgb(SimpleNamespace(format="png", data=b"\x89PNG broken"))
     assert not isinstance(err.value, UnsupportedImageEncodingError)
+
+
+@pytest.mark.parametrize("encoding,dtype,shape", [("rgb8", np.uint8, (5, 7, 3)), ("mono16", np.uint16, (5, 7)),
+                                                  ("bgra8", np.uint8, (3, 4, 4)), ("32FC1", np.float32, (4, 6))])
+def test_encoding_is_the_inverse_of_decoding(encoding, dtype, shape):
+    rng = np.random.default_rng(0)
+    arr = (rng.random(shape) * 60000).astype(dtype)
+    msg = fill_image_msg(SimpleNamespace(), arr, encoding)
+    # the row stride a subscriber reads, by hand: width * channels * bytes per element
+    assert msg.step == shape[1] * (shape[2] if len(shape) == 3 else 1) * np.dtype(dtype).itemsize
+    assert len(msg.data) == msg.step * shape[0] and msg.encoding == encoding
+    table = MASK_ENCODINGS if encoding == "32FC1" else None
+    np.testing.assert_array_equal(image_msg_to_array(msg, encodings=table), arr)
+
+
+@pytest.mark.parametrize("encoding,arr", [("mono16", np.zeros((2, 2), np.uint8)),  # wrong dtype
+                                          ("rgb8", np.zeros((2, 2), np.uint8)),  # wrong channels
+                                          ("yuv422", np.zeros((2, 2, 2), np.uint8))])  # unknown
+def test_encoding_refuses_arrays_a_subscriber_would_misread(encoding, arr):
+    with pytest.raises(ValueError):
+        fill_image_msg(SimpleNamespace(), arr, encoding)

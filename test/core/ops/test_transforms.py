@@ -3,17 +3,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from conftest import shared_path
-from mobilesam_ros.core.modeling.sam import Sam
-from mobilesam_ros.core.ops.transforms import (ResizeLongestSide, normalize_and_pad, preprocess_image,
-                                           resize_uint8_like_pil)
-
-
-class EncoderStub(nn.Module):
-    """Sam's pre/post-processing only needs the encoder's input size."""
-    img_size = 1024
+from mobilesam_ros.core.ops.transforms import (ResizeLongestSide, normalize_and_pad, postprocess_masks,
+                                               preprocess_image, resize_uint8_like_pil)
 
 
 def pil_resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -100,12 +93,9 @@ def test_preprocess_image_matches_golden(golden):
     assert torch.all(x[..., 1023:] == 0)  # the padded column
 
 
-def test_sam_preprocess_matches_golden(golden):
-    sam = Sam(EncoderStub(), nn.Identity(), nn.Identity())
+def test_normalize_and_pad_matches_golden(golden):
     resized = torch.from_numpy(golden["resized"]).permute(2, 0, 1)[None]  # uint8, as the predictor passes it
-    np.testing.assert_allclose(sam.preprocess(resized).numpy(), golden["preprocessed"], rtol=0, atol=1e-5)
-    # Normalisation constants are not weights: official checkpoints do not carry them.
-    assert "pixel_mean" not in sam.state_dict() and "pixel_std" not in sam.state_dict()
+    np.testing.assert_allclose(normalize_and_pad(resized, 1024).numpy(), golden["preprocessed"], rtol=0, atol=1e-5)
 
 
 def test_normalize_and_pad_pads_bottom_right():
@@ -118,9 +108,8 @@ def test_normalize_and_pad_pads_bottom_right():
 @pytest.mark.parametrize("case", ["p1_multi", "box", "refine"])
 def test_postprocess_masks_reproduces_golden_masks(golden, case):
     """Golden masks = official postprocess_masks(low_res_logits) > 0 in the 770 x 769 frame."""
-    sam = Sam(EncoderStub(), nn.Identity(), nn.Identity())
     low = torch.from_numpy(golden[f"{case}_low_res_logits"])[None]  # (1, C, 256, 256)
-    masks = sam.postprocess_masks(low, (1024, 1023), (770, 769))[0] > 0
+    masks = postprocess_masks(low, (1024, 1023), (770, 769))[0] > 0
     shape = tuple(golden[f"{case}_masks_shape"])
     expected = np.unpackbits(golden[f"{case}_masks_packed"], axis=-1, count=shape[-1]).astype(bool)
     assert masks.shape == shape

@@ -1,10 +1,10 @@
 """The optional int8 encoder (ONNX Runtime dynamic quantization of encoder.onnx) against the
-official fp32 goldens of seed2, within the loose documented bound core.runtime.goldens.TOLERANCES["int8"]."""
+official fp32 goldens of seed2, within the loose documented bound core.engine.goldens.TOLERANCES["int8"]."""
 import onnx
 import pytest
 
 from conftest import shared_path
-from mobilesam_ros.core.runtime import goldens
+from mobilesam_ros.core.engine import goldens
 from mobilesam_ros.core.runtime.export import export_encoder, quantize_encoder
 from mobilesam_ros.core.runtime.onnx_backend import ENCODER_INPUT, make_session
 from mobilesam_ros.core.runtime.torch_backend import TorchBackend

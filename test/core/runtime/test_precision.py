@@ -1,13 +1,13 @@
 """Mixed precision of the torch backend (fp32 weights, bf16/fp16 autocast, fp32 norms/softmax/PE)
 against the official fp32 goldens of the image-sensitive seed2 checkpoint, with the tolerances stated
-in core/runtime/goldens.py (measured, with margin; README "Precision"). On this CPU 16-bit convolutions
+in core/engine/goldens.py (measured, with margin; README "Precision"). On this CPU 16-bit convolutions
 have no native kernels, so the end-to-end encoder tests take minutes and are marked slow."""
 import numpy as np
 import pytest
 import torch
 
 from conftest import shared_path
-from mobilesam_ros.core.runtime import goldens
+from mobilesam_ros.core.engine import goldens
 from mobilesam_ros.core.runtime.torch_backend import TorchBackend
 from mobilesam_ros.core.io.checkpoints import load_mobile_sam
 from mobilesam_ros.core.modeling.common import LayerNorm, LayerNorm2d, softmax_fp32
