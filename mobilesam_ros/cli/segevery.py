@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from mobilesam_ros.core.runtime.factory import build_backend
     from mobilesam_ros.core.ops.overlay import draw_overlay
     from mobilesam_ros.core.engine.pipeline import FilterConfig
+    from mobilesam_ros.core.ops.filters import keep_indices
     from mobilesam_ros.core.engine.predictor import SamPredictor
     from mobilesam_ros.core.engine.segevery import decode_boxes
 
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         prompt_boxes = det.boxes
     filters = FilterConfig(args.pred_iou_thresh, args.stability_thresh, args.min_area, args.mask_nms,
                            args.max_instances)
-    order = filters.keep(inst)
+    order = keep_indices(inst, filters)
     inst = inst.select(order)
     dt = time.perf_counter() - t0
     packed = inst.pack_bits()

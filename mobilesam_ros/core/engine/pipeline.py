@@ -13,7 +13,7 @@ import numpy as np
 from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy
 from mobilesam_ros.core.runtime.factory import ModelConfig, build_backend
 from mobilesam_ros.core.structures.instances import Instances
-from mobilesam_ros.core.ops.postprocess import mask_nms
+from mobilesam_ros.core.ops.filters import filter_instances
 from mobilesam_ros.core.engine.predictor import SamPredictor
 from mobilesam_ros.core.structures.prompts import ObjectPrompt
 from mobilesam_ros.core.engine.segevery import decode_boxes, decode_prompts
@@ -21,7 +21,8 @@ from mobilesam_ros.core.engine.segevery import decode_boxes, decode_prompts
 
 @dataclass
 class FilterConfig:
-    """Post-filters on SegEvery instances (all optional; defaults keep everything)."""
+    """Limits of the SegEvery post-filter (all optional; defaults keep everything). The rule
+    itself is core/ops/filters.py."""
 
     pred_iou_thresh: float = 0.0
     stability_thresh: float = 0.0
@@ -33,20 +34,6 @@ class FilterConfig:
     def from_params(cls, p: dict[str, Any]) -> "FilterConfig":
         return cls(p["filter.pred_iou_thresh"], p["filter.stability_thresh"], p["filter.min_area"],
                    p["filter.mask_nms_thresh"], p["filter.max_instances"])
-
-    def keep(self, inst: Instances) -> np.ndarray:
-        """Indices of `inst` that survive: thresholds, best predicted IoU first, mask NMS against
-        duplicates, at most max_instances."""
-        idx = np.flatnonzero((inst.scores >= self.pred_iou_thresh)
-                             & (np.nan_to_num(inst.stability, nan=0.0) >= self.stability_thresh)
-                             & (inst.areas >= max(self.min_area, 1)))
-        idx = idx[np.argsort(-inst.scores[idx], kind="stable")]
-        if self.mask_nms_thresh < 1.0 and len(idx) > 1:
-            idx = idx[mask_nms(inst.select(idx).dense_masks(), inst.scores[idx], self.mask_nms_thresh)]
-        return idx[: self.max_instances]
-
-    def apply(self, inst: Instances) -> Instances:
-        return inst.select(self.keep(inst))
 
 
 @dataclass
@@ -107,7 +94,7 @@ class SegmentationPipeline:
             inst = decode_boxes(self.predictor, det.boxes, stamp_ns, det.class_ids, det.scores)
         else:
             inst = self._grid().generate(image, stamp_ns).instances
-        return filters.apply(inst)
+        return filter_instances(inst, filters)
 
     def _grid(self):
         if self._amg is None:

@@ -226,11 +226,3 @@ def unpack_masks(packed: np.ndarray, width: int) -> np.ndarray:
     if packed.shape[-1] != (width + 7) // 8:
         raise ValueError(f"packed last axis {packed.shape[-1]} does not fit width {width}")
     return np.unpackbits(packed, axis=-1, count=width).astype(bool)
-
-
-def __getattr__(name: str):
-    # Instances lives in instances.py (which imports this module); re-exported lazily here.
-    if name == "Instances":
-        from mobilesam_ros.core.structures.instances import Instances
-        return Instances
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

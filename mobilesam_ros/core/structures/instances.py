@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from mobilesam_ros.core.ops.postprocess import _to_numpy, box_nms, mask_nms, masks_to_boxes, pack_masks, unpack_masks
+from mobilesam_ros.core.ops.postprocess import _to_numpy, masks_to_boxes, pack_masks, unpack_masks
 
 __all__ = ["Instances"]
 
@@ -112,35 +112,6 @@ class Instances:
         return replace(self, masks=self.masks[idx], boxes=self.boxes[idx], scores=self.scores[idx],
                        stability=self.stability[idx], areas=self.areas[idx],
                        class_ids=self.class_ids[idx], det_scores=self.det_scores[idx])
-
-    def filter(self, min_score: float | None = None, min_stability: float | None = None,
-               min_area: int | None = None, max_area: int | None = None) -> "Instances":
-        """Keep instances passing every given test, with SAM's comparisons:
-        ``score > min_score`` (pred_iou_thresh), ``stability >= min_stability`` (so NaN fails),
-        ``min_area <= area <= max_area``. Order is preserved."""
-        keep = np.ones(len(self), bool)
-        if min_score is not None:
-            keep &= self.scores > min_score
-        if min_stability is not None:
-            keep &= self.stability >= min_stability
-        if min_area is not None:
-            keep &= self.areas >= min_area
-        if max_area is not None:
-            keep &= self.areas <= max_area
-        return self.select(keep)
-
-    def sort_by_score(self) -> "Instances":
-        """Best predicted IoU first; stable, so ties keep their current order."""
-        return self.select(np.argsort(-self.scores, kind="stable"))
-
-    def nms(self, iou_thresh: float, use_masks: bool = False) -> "Instances":
-        """Drop duplicates, best score first: on `boxes` with torchvision semantics (what SAM's
-        generator does), or on mask IoU when `use_masks` (slower, exact for odd shapes)."""
-        if len(self) == 0:
-            return self
-        keep = (mask_nms(self.dense_masks(), self.scores, iou_thresh) if use_masks
-                else box_nms(self.boxes, self.scores, iou_thresh))
-        return self.select(keep)
 
     # ------------------------------------------------------------------ mask views
     def dense_masks(self) -> np.ndarray:
