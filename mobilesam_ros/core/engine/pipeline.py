@@ -12,6 +12,7 @@ import numpy as np
 
 from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy
 from mobilesam_ros.core.runtime.factory import ModelConfig, build_backend
+from mobilesam_ros.core.structures.frame import CachedFrame
 from mobilesam_ros.core.structures.instances import Instances
 from mobilesam_ros.core.ops.filters import filter_instances
 from mobilesam_ros.core.engine.predictor import SamPredictor
@@ -82,13 +83,21 @@ class SegmentationPipeline:
         if self.detector is not None:
             self.detector.conf, self.detector.iou = float(conf), float(iou)
 
-    def encode(self, image: np.ndarray, stamp_ns: int) -> None:
-        """Encode an (H, W, 3) uint8 RGB frame into the embedding cache under stamp_ns."""
-        self.predictor.set_image(image, stamp_ns)
+    @property
+    def cached_frames(self) -> int:
+        """How many encoded frames the cache holds now."""
+        return len(self.predictor.cache)
 
-    def segment_every(self, image: np.ndarray, stamp_ns: int, filters: FilterConfig) -> Instances:
-        """All instances of the frame (encoded and cached on the way), filtered and sorted."""
-        self.encode(image, stamp_ns)
+    def encode(self, image: np.ndarray, stamp_ns: int, meta: Any = None) -> CachedFrame:
+        """Encode an (H, W, 3) uint8 RGB frame into the embedding cache under stamp_ns; `meta`
+        (opaque, e.g. the node's Header) travels with the frame into every result decoded on it."""
+        return self.predictor.set_image(image, stamp_ns, meta)
+
+    def segment_every(self, image: np.ndarray, stamp_ns: int, filters: FilterConfig,
+                      meta: Any = None) -> Instances:
+        """All instances of the frame (encoded and cached on the way, with `meta`), filtered and
+        sorted; `Instances.frame` is that frame."""
+        self.encode(image, stamp_ns, meta)
         if self.detector is not None:
             det = self.detector.detect(image)
             inst = decode_boxes(self.predictor, det.boxes, stamp_ns, det.class_ids, det.scores)
@@ -110,13 +119,11 @@ class SegmentationPipeline:
     def frame_size(self, stamp_ns: int) -> tuple[int, int]:
         return self.predictor.frame(stamp_ns).original_size
 
-    def frame_image(self, stamp_ns: int) -> Optional[np.ndarray]:
-        return self.predictor.frame(stamp_ns).embedding.image
-
     def segment_prompts(self, prompts: Sequence[ObjectPrompt], stamp_ns: int,
                         check: Optional[Callable[[int, int], None]] = None) -> Instances:
-        """One instance per prompt object, in order, decoded against the cached frame stamp_ns.
-        check(done, total) runs between decoder chunks and may raise to abandon the batch."""
+        """One instance per prompt object, in order, decoded against the cached frame stamp_ns
+        (`Instances.frame`: its stamp, image and meta). check(done, total) runs between decoder
+        chunks and may raise to abandon the batch."""
         return decode_prompts(self.predictor, list(prompts), stamp_ns, check=check)
 
     def close(self) -> None:

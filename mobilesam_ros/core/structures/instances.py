@@ -6,12 +6,13 @@ fields are per-instance vectors. Methods return new objects; nothing is modified
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
 from mobilesam_ros.core.ops.postprocess import _to_numpy, masks_to_boxes, pack_masks, unpack_masks
+from mobilesam_ros.core.structures.frame import CachedFrame
 
 __all__ = ["Instances"]
 
@@ -29,6 +30,8 @@ class Instances:
     areas: (N,) int64 mask pixel counts.
     class_ids: (N,) int32 detector class of the prompt box, -1 = none.
     det_scores: (N,) float32 detector score of the prompt box, NaN = none.
+    frame: the CachedFrame the masks were decoded on (stamp, source image, caller metadata), or
+        None for instances not decoded against a cached frame. Kept by select / pack_bits.
     """
 
     masks: np.ndarray
@@ -40,6 +43,7 @@ class Instances:
     det_scores: np.ndarray
     image_hw: tuple[int, int]
     packed: bool = False
+    frame: Optional[CachedFrame] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         h, w = self.image_hw
@@ -93,7 +97,8 @@ class Instances:
 
     @classmethod
     def concatenate(cls, parts: Sequence["Instances"]) -> "Instances":
-        """Join results of one image (e.g. decoded in chunks); all must share size and packing."""
+        """Join results of one image (e.g. decoded in chunks); all must share size and packing.
+        The result keeps the first part's frame."""
         if not parts:
             raise ValueError("nothing to concatenate")
         hw, packed = parts[0].image_hw, parts[0].packed
@@ -101,7 +106,7 @@ class Instances:
             raise ValueError("Instances to concatenate must share image_hw and packing")
         cat = {f: np.concatenate([getattr(p, f) for p in parts]) for f in
                ("masks", "boxes", "scores", "stability", "areas", "class_ids", "det_scores")}
-        return cls(**cat, image_hw=hw, packed=packed)
+        return cls(**cat, image_hw=hw, packed=packed, frame=parts[0].frame)
 
     # ------------------------------------------------------------------ selection
     def select(self, index) -> "Instances":

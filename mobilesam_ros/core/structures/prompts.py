@@ -99,10 +99,11 @@ def make_prompt(points=None, labels=None, box=None, mask_input=None, multimask: 
     return ObjectPrompt(pts, lbl, bx, msk, bool(multimask))
 
 
-def to_tokens(prompts: Sequence[ObjectPrompt], apply_coords) -> tuple[np.ndarray, np.ndarray]:
-    """Objects of ONE layout -> (coords (B, N', 2) float32 in the 1024 frame, labels (B, N') float32).
+def to_tokens(prompts: Sequence[ObjectPrompt], apply_coords=None) -> tuple[np.ndarray, np.ndarray]:
+    """Objects of ONE layout -> (coords (B, N', 2) float32, labels (B, N') float32).
 
-    apply_coords maps (K, 2) original-px xy to the 1024 input frame (ResizeLongestSide).
+    coords stay in original px (what SamPredictor.decode_tokens takes) unless apply_coords, a map
+    of (K, 2) original-px xy (e.g. to the 1024 input frame), is given; padding tokens are (0, 0).
     """
     coords, labels = [], []
     for p in prompts:
@@ -111,7 +112,7 @@ def to_tokens(prompts: Sequence[ObjectPrompt], apply_coords) -> tuple[np.ndarray
         if p.box is not None:
             c = np.concatenate([c, p.box.reshape(2, 2)])
             lab = np.concatenate([lab, [LABEL_BOX_TL, LABEL_BOX_BR]]).astype(np.float32)
-        c = apply_coords(c).astype(np.float32)
+        c = (c if apply_coords is None else apply_coords(c)).astype(np.float32)
         if p.box is None and p.points is not None:  # SAM pads point-only prompts with one "not a point" token
             c = np.concatenate([c, np.zeros((1, 2), np.float32)])
             lab = np.concatenate([lab, [LABEL_PAD]]).astype(np.float32)
