@@ -70,10 +70,6 @@ class SegmentationPipeline:
         self.grid_points_per_side = grid_points_per_side
         self._amg = None
 
-    @property
-    def cache_size(self) -> int:
-        return self.predictor.cache.capacity
-
     def describe(self) -> str:
         boxes = "grid %dx%d" % ((self.grid_points_per_side,) * 2) if self.detector is None else "detector"
         return f"{self.predictor.backend.describe()}, SegEvery boxes: {boxes}"
