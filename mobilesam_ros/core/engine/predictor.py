@@ -171,27 +171,44 @@ class SamPredictor:
         limit = self.decode_chunk if chunk is None else int(chunk)
         return max(1, min(limit, CHUNK_LOGIT_BYTES // (h * w * 4 * candidates)))
 
+    def iter_decode_tokens(self, frame: CachedFrame, coords: np.ndarray, labels: np.ndarray,
+                           mask_input: Optional[np.ndarray] = None, multimask: bool = False,
+                           select_best: bool = True, return_masks: bool = True,
+                           stability_offset: float = STABILITY_OFFSET, chunk: Optional[int] = None,
+                           check: Optional[Callable[[int, int], None]] = None
+                           ) -> Iterator[tuple[np.ndarray, DecodedBatch]]:
+        """`decode_tokens` over N prompts of one token layout (coords (N, T, 2) original px,
+        labels (N, T), mask_input (N, 1, 256, 256) or None), in chunks of `chunk_size`, yielding
+        ((n,) int64 indices into the N, DecodedBatch) per chunk. check(done, total), when given,
+        runs before every chunk; an exception it raises abandons the batch there (a time budget,
+        a shutdown), so no call blocks longer than one chunk."""
+        n = len(coords)
+        per_chunk = self.chunk_size(frame, 1 if select_best else 3, chunk)
+        for start in range(0, n, per_chunk):
+            if check is not None:
+                check(start, n)
+            part = slice(start, start + per_chunk)
+            yield np.arange(n)[part], self.decode_tokens(
+                frame, coords[part], labels[part], None if mask_input is None else mask_input[part],
+                multimask, select_best, return_masks, stability_offset)
+
     def iter_decode(self, frame: CachedFrame, prompts: Sequence[ObjectPrompt], select_best: bool = True,
                     return_masks: bool = True, stability_offset: float = STABILITY_OFFSET,
                     chunk: Optional[int] = None,
-                    check: Optional[Callable[[int, int], None]] = None) -> Iterator[tuple[list[int], DecodedBatch]]:
-        """Decode many objects against `frame`, yielding (indices into prompts, DecodedBatch) one
-        chunk at a time: objects sharing a token layout go through the decoder together, in
-        chunks of `chunk_size`. check(done, total), when given, runs before every chunk; an
-        exception it raises abandons the batch there (a time budget, a shutdown)."""
-        per_chunk = self.chunk_size(frame, 1 if select_best else 3, chunk)
+                    check: Optional[Callable[[int, int], None]] = None) -> Iterator[tuple[np.ndarray, DecodedBatch]]:
+        """Decode many objects against `frame`, yielding ((n,) int64 indices into prompts,
+        DecodedBatch) one chunk at a time: objects sharing a token layout go through the decoder
+        together (`iter_decode_tokens`). check(done, total) counts over all the prompts."""
         done = 0
         for (_, _, has_mask, multimask), idxs in group_by_layout(prompts).items():
-            for start in range(0, len(idxs), per_chunk):
-                part = idxs[start:start + per_chunk]
-                if check is not None:
-                    check(done, len(prompts))
-                done += len(part)
-                group = [prompts[i] for i in part]
-                coords, labels = to_tokens(group)
-                masks_in = np.stack([p.mask_input for p in group]) if has_mask else None
-                yield part, self.decode_tokens(frame, coords, labels, masks_in, multimask, select_best,
-                                               return_masks, stability_offset)
+            group = [prompts[i] for i in idxs]
+            coords, labels = to_tokens(group)
+            masks_in = np.stack([p.mask_input for p in group]) if has_mask else None
+            group_check = None if check is None else (lambda d, _, base=done: check(base + d, len(prompts)))
+            for part, batch in self.iter_decode_tokens(frame, coords, labels, masks_in, multimask, select_best,
+                                                       return_masks, stability_offset, chunk, group_check):
+                yield np.asarray(idxs, np.int64)[part], batch
+            done += len(idxs)
 
     # ------------------------------------------------------------------ prompts
     def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None,
