@@ -62,7 +62,7 @@ def single(args) -> dict:
     elif case == "set_image":
         r = timed(lambda: pred.set_image(image, 2), args.repeat)
     elif case == "decode_1pt":
-        handle = pred.frame(1).embedding.handle
+        handle = pred.frame(1).handle
         c, lab = to_tokens([pt], lambda c: pred.transform.apply_coords(c, image.shape[:2]))
         r = timed(lambda: be.decode(handle, c, lab, None, True), args.repeat * 5)
     elif case == "predict_1pt":

@@ -40,7 +40,7 @@ def single(args) -> dict:
     from mobilesam_ros.core.io.checkpoints import load_mobile_sam
     from mobilesam_ros.core.engine.detector import YoloV8OnnxDetector
     from mobilesam_ros.core.config import FilterConfig
-    from mobilesam_ros.core.engine.pipeline import apply_filters
+    from mobilesam_ros.core.ops.filters import filter_instances
     from mobilesam_ros.core.engine.predictor import SamPredictor
     from mobilesam_ros.core.engine.segevery import decode_boxes
 
@@ -61,14 +61,14 @@ def single(args) -> dict:
         inst = {}
         r = timed(lambda: inst.setdefault("x", decode_boxes(pred, boxes, 1)), args.repeat)
         filt = FilterConfig(max_instances=1000, mask_nms_thresh=0.9)
-        r["postprocess"] = timed(lambda: apply_filters(inst["x"], filt), args.repeat, warmup=0)["min_s"]
+        r["postprocess"] = timed(lambda: filter_instances(inst["x"], filt), args.repeat, warmup=0)["min_s"]
     elif case == "frame":  # the whole SegEvery frame: detector + encoder + decode + post-process
         filt = FilterConfig()
 
         def frame():
             pred.set_image(image, 1)
             d = det.detect(image)
-            return apply_filters(decode_boxes(pred, d.boxes, 1, d.class_ids, d.scores), filt)
+            return filter_instances(decode_boxes(pred, d.boxes, 1, d.class_ids, d.scores), filt)
         r = timed(frame, args.repeat)
         r["instances"] = len(frame())
     elif case == "grid32":

@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from mobilesam_ros.core.runtime.factory import build_backend
     from mobilesam_ros.core.ops.overlay import draw_overlay
-    from mobilesam_ros.core.engine.pipeline import keep_indices
+    from mobilesam_ros.core.ops.filters import keep_indices
     from mobilesam_ros.core.engine.predictor import SamPredictor
     from mobilesam_ros.core.engine.segevery import decode_boxes
 

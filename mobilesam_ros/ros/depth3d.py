@@ -80,8 +80,7 @@ class Depth3D:
                           f"(supported: 16UC1 / mono16 in millimetres, 32FC1 in metres)", "refused")
             return
         self.counts["depth_in"] += 1
-        self._depths.put(stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec),
-                         (int(msg.height), int(msg.width)), msg)
+        self._depths.put(stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec), msg)
 
     def _on_info(self, msg: CameraInfo) -> None:
         self._info = msg
@@ -101,7 +100,7 @@ class Depth3D:
         stamp = stamp_to_ns(header.stamp.sec, header.stamp.nanosec)
         tol = int(node.get_parameter("depth.stamp_tolerance").value * 1e9)
         try:
-            depth_msg = self._depths.get(stamp, tol).embedding
+            depth_msg = self._depths.get(stamp, tol)
         except FrameNotCachedError as exc:
             text = str(exc).replace("no cached frame", "no depth image").replace(
                 "no frame has been encoded yet", "no depth image received yet")

@@ -20,7 +20,6 @@ import logging
 import os
 import sys
 import time
-from collections import OrderedDict
 from typing import Optional
 
 import rclpy
@@ -63,7 +62,6 @@ class MobileSamNode(LifecycleNode):
         self._worker: Optional[LatestFrameWorker] = None
         self._subs: list = []
         self._pubs: dict = {}
-        self._headers: "OrderedDict[int, object]" = OrderedDict()  # stamp_ns -> source header
         self._frame_count = 0
         self._last_processed = 0.0
         self._warned: dict[str, float] = {}
@@ -166,7 +164,6 @@ class MobileSamNode(LifecycleNode):
             self._pipeline = None
             gc.collect()  # drop the weights and cached embeddings now, not at some later GC
             self.get_logger().info("model released")
-        self._headers.clear()
 
     @property
     def model_loaded(self) -> bool:
@@ -227,26 +224,20 @@ class MobileSamNode(LifecycleNode):
             return  # shutting down: the abandoned item is expected, not a problem to report
         self._warn(f"worker_{kind}_{type(exc).__name__}", f"{kind} failed: {type(exc).__name__}: {exc}")
 
-    def _remember_header(self, stamp_ns: int, header) -> None:
-        self._headers[stamp_ns] = header
-        while len(self._headers) > self._pipeline.cache_size:
-            self._headers.popitem(last=False)
-
     def _process_frame(self, item) -> None:
         rgb, header = item
         stamp = stamp_to_ns(header.stamp.sec, header.stamp.nanosec)
         mode = self.get_parameter("mode").value
-        self._remember_header(stamp, header)
         if mode == "segany":
-            self._pipeline.encode(rgb, stamp)
+            self._pipeline.encode(rgb, stamp, meta=header)
             self._follow.step(self._pipeline, stamp, header, self._pubs.get("followed"))
             return
         self._pipeline.set_detector_thresholds(self.get_parameter("detector.conf").value,
                                                self.get_parameter("detector.iou").value)
-        inst = self._pipeline.segment_every(rgb, stamp, self._filters())
+        inst = self._pipeline.segment_every(rgb, stamp, self._filters(), meta=header)
         tracks = self._tracking.update(inst, stamp)  # None: tracking.enabled is false
         ids = None if tracks is None else [int(i) for i in tracks.ids]
-        self._publish(inst, header, InstanceMaskArray.MODE_SEGEVERY, ids, rgb, tracks)
+        self._publish(inst, InstanceMaskArray.MODE_SEGEVERY, ids, tracks)
         self._follow.step(self._pipeline, stamp, header, self._pubs.get("followed"), inst)
 
     def _process_prompt(self, item) -> None:
@@ -269,11 +260,8 @@ class MobileSamNode(LifecycleNode):
                 return  # shutting down: rosout may already be gone, and nothing is wrong
             self._warn(f"{kind}_abandoned", f"{kind} with {len(objects)} objects abandoned unanswered: {exc}")
             return
-        header = self._headers.get(stamp)
-        if header is None:  # frame encoded but its header already rotated out: rebuild from stamp
-            header = msg.header
         ids = self._follow.answer_ids(kind, ids)
-        self._publish(inst, header, InstanceMaskArray.MODE_SEGANY, ids, pipe.frame_image(stamp))
+        self._publish(inst, InstanceMaskArray.MODE_SEGANY, ids)
         self._follow.add(pipe, kind, msg, stamp, objects, ids)
 
     def _batch_check(self):
@@ -296,9 +284,12 @@ class MobileSamNode(LifecycleNode):
     def _filters(self) -> FilterConfig:
         return P.build(FilterConfig, P.node_values(self))
 
-    def _publish(self, inst, header, mode: str, ids, rgb, tracks=None) -> None:
+    def _publish(self, inst, mode: str, ids, tracks=None) -> None:
+        """Publish instances with their frame's own header (the meta it was encoded with) and
+        draw the overlay on their frame's own image."""
         if not self._pubs:
             return
+        header, rgb = inst.frame.meta, inst.frame.image
         ids = list(range(1, len(inst) + 1)) if ids is None else ids
         self._pubs["instances"].publish(instances_to_msg(inst, header, mode, ids, tracks))
         labels = label_image(inst)
@@ -324,7 +315,7 @@ class MobileSamNode(LifecycleNode):
             ("prompts_in", s.prompts_in), ("prompts_done", s.prompts_done),
             ("prompts_dropped", s.prompts_dropped), ("errors", s.errors),
             ("latency_last_s", f"{s.last_latency_s:.4f}"), ("latency_median_s", f"{med:.4f}"),
-            ("cached_frames", len(self._headers)))]
+            ("cached_frames", self._pipeline.cached_frames if self._pipeline else 0))]
         self._diag_pub.publish(DiagnosticArray(header=self._diag_header(),
                                                status=[status] + self._depth3d.diagnostic_status()))
 

@@ -18,6 +18,12 @@ Differences that do not change the result: the IoU filter runs on the decoder's 
 upsampling (the official upsamples all 3 * points_per_batch masks first), and masks are stored
 bit-packed inside their boxes instead of as RLE. Memory: full-resolution logits exist for at most
 `postprocess_chunk` masks at a time.
+
+Decoding goes through the predictor's one path (`SamPredictor.decode_tokens`, then
+`full_res_masks` per postprocess chunk), as the official generator uses ``predict_torch``; crops
+other than the whole image are frames from `SamPredictor.encode_frame` that never enter the cache.
+Its thresholds are SAM's own (``>`` predicted IoU, ``>=`` stability): they reproduce the official
+generator and are not the SegEvery post-filter (core/ops/filters.py), which runs after it.
 """
 from __future__ import annotations
 
@@ -30,12 +36,12 @@ import torch
 
 from mobilesam_ros.core.ops.amg_grid import (box_near_crop_edge, build_all_layer_point_grids, generate_crop_boxes,
                        remove_small_regions, xyxy_to_xywh)
-from mobilesam_ros.core.engine.embedding_cache import CachedFrame, FrameNotCachedError
+from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError
+from mobilesam_ros.core.structures.frame import CachedFrame
 from mobilesam_ros.core.structures.instances import Instances
-from mobilesam_ros.core.ops.postprocess import box_nms, masks_to_boxes, stability_score
-from mobilesam_ros.core.engine.predictor import FrameEntry, SamPredictor, check_image, postprocess_masks
+from mobilesam_ros.core.ops.postprocess import box_nms, masks_to_boxes
+from mobilesam_ros.core.engine.predictor import SamPredictor, check_image
 from mobilesam_ros.core.structures.prompts import LABEL_PAD, LABEL_POSITIVE
-from mobilesam_ros.core.ops.transforms import preprocess_image
 
 __all__ = ["AutomaticMaskGenerator", "AmgResult"]
 
@@ -179,14 +185,13 @@ class AutomaticMaskGenerator:
         for crop_box, layer in zip(crop_boxes, layer_idxs):
             x0, y0, x1, y1 = crop_box
             if layer == 0:
-                handle, input_size = frame.embedding.handle, frame.embedding.input_size
+                crop_frame = frame
             else:
                 t0 = time.perf_counter()
-                x, input_size = preprocess_image(np.ascontiguousarray(image[y0:y1, x0:x1]))
-                handle = self.predictor.backend.encode(x.numpy())
+                crop_frame = self.predictor.encode_frame(np.ascontiguousarray(image[y0:y1, x0:x1]))
                 t["encode"] += time.perf_counter() - t0
-            parts.append(self._process_crop(handle, tuple(input_size), crop_box, layer, orig_hw, t))
-            del handle
+            parts.append(self._process_crop(crop_frame, crop_box, layer, orig_hw, t))
+            del crop_frame
         data = _MaskSet.cat(parts)
 
         t0 = time.perf_counter()
@@ -206,12 +211,13 @@ class AutomaticMaskGenerator:
         inst = Instances(masks=masks, boxes=data.boxes.astype(np.float32),
                          scores=data.iou.astype(np.float32), stability=data.stability.astype(np.float32),
                          areas=data.areas.astype(np.int64), class_ids=np.full(n, -1, np.int32),
-                         det_scores=np.full(n, np.nan, np.float32), image_hw=orig_hw, packed=True)
+                         det_scores=np.full(n, np.nan, np.float32), image_hw=orig_hw, packed=True,
+                         frame=frame)
         return AmgResult(inst, data.points.astype(np.float64), data.crop_boxes.astype(np.int64), t)
 
     # ------------------------------------------------------------------ stages
     def _whole_image_frame(self, image: Optional[np.ndarray],
-                           stamp_ns: Optional[int]) -> CachedFrame[FrameEntry]:
+                           stamp_ns: Optional[int]) -> CachedFrame:
         if stamp_ns is not None:
             try:
                 frame = self.predictor.frame(stamp_ns)
@@ -223,14 +229,14 @@ class AutomaticMaskGenerator:
             raise ValueError(f"no cached frame with stamp {stamp_ns} and no image to encode")
         return self.predictor.set_image(image, stamp_ns)
 
-    def _process_crop(self, handle: Any, input_size: tuple[int, int], crop_box: list[int], layer: int,
+    def _process_crop(self, frame: CachedFrame, crop_box: list[int], layer: int,
                       orig_hw: tuple[int, int], t: dict[str, float]) -> _MaskSet:
-        """Candidates of one crop after the filters and per-crop NMS, uncropped to original px."""
+        """Candidates of one crop (`frame`: the crop encoded, original_size = the crop's size)
+        after the filters and per-crop NMS, uncropped to original px."""
         x0, y0, x1, y1 = crop_box
         crop_hw = (y1 - y0, x1 - x0)
         points = self.point_grids[layer] * np.array(crop_hw, np.float64)[None, ::-1]  # crop px (x, y)
-        batches = [self._process_batch(handle, input_size, points[s:s + self.points_per_batch],
-                                       crop_box, crop_hw, orig_hw, t)
+        batches = [self._process_batch(frame, points[s:s + self.points_per_batch], crop_box, orig_hw, t)
                    for s in range(0, len(points), self.points_per_batch)]
         data = _MaskSet.cat(batches)
         t0 = time.perf_counter()
@@ -241,16 +247,16 @@ class AutomaticMaskGenerator:
         data.crop_boxes = np.tile(np.asarray(crop_box, np.int64), (len(data), 1))
         return data
 
-    def _process_batch(self, handle: Any, input_size: tuple[int, int], points: np.ndarray,
-                       crop_box: list[int], crop_hw: tuple[int, int], orig_hw: tuple[int, int],
-                       t: dict[str, float]) -> _MaskSet:
+    def _process_batch(self, frame: CachedFrame, points: np.ndarray, crop_box: list[int],
+                       orig_hw: tuple[int, int], t: dict[str, float]) -> _MaskSet:
         """points (b, 2) float64 crop px -> surviving masks, boxes in the crop frame."""
         t0 = time.perf_counter()
         b = len(points)
-        coords = np.zeros((b, 2, 2), np.float32)  # one positive point + SAM's padding point
-        coords[:, 0] = self.predictor.transform.apply_coords(points, crop_hw).astype(np.float32)
+        coords = np.zeros((b, 2, 2), np.float64)  # one positive point + SAM's padding point (0, 0)
+        coords[:, 0] = points
         labels = np.tile(np.array([[LABEL_POSITIVE, LABEL_PAD]], np.float32), (b, 1))
-        low, iou = self.predictor.backend.decode(handle, coords, labels, None, True)
+        decoded = self.predictor.decode_tokens(frame, coords, labels, None, True, return_masks=False)
+        low, iou = decoded.low_res, decoded.iou
         c = low.shape[1]
         low, iou = low.reshape(b * c, *low.shape[2:]), iou.reshape(b * c).astype(np.float32)
         pts = np.repeat(points, c, axis=0)  # mask k of point p is row p * c + k, as flatten(0, 1)
@@ -261,17 +267,14 @@ class AutomaticMaskGenerator:
         t["decode"] += t1 - t0
 
         parts = []
-        thr = self.predictor.mask_threshold
         for s in range(0, len(idx), self.postprocess_chunk):
             sel = idx[s:s + self.postprocess_chunk]
-            logits = postprocess_masks(torch.from_numpy(low[sel])[:, None], input_size, crop_hw)[:, 0]
-            stab = stability_score(logits, thr, self.stability_score_offset).numpy()
+            masks, stab = self.predictor.full_res_masks(frame, low[sel][:, None], self.stability_score_offset)
+            masks, stab = masks[:, 0], stab[:, 0]
             keep = np.ones(len(sel), bool)
             if self.stability_score_thresh > 0.0:
                 keep = stab >= self.stability_score_thresh  # NaN (0/0) fails
-            masks = (logits[torch.from_numpy(keep)] > thr).numpy()
-            del logits
-            sel, stab = sel[keep], stab[keep]
+            masks, sel, stab = masks[keep], sel[keep], stab[keep]
             boxes = masks_to_boxes(masks)
             ok = ~box_near_crop_edge(boxes, crop_box, [0, 0, orig_hw[1], orig_hw[0]])
             masks, boxes, sel, stab = masks[ok], boxes[ok], sel[ok], stab[ok]

@@ -1,4 +1,5 @@
-"""A bounded cache of per-frame image embeddings, keyed by the frame's stamp.
+"""A bounded cache of per-frame image embeddings (CachedFrame, core/structures/frame.py), keyed
+by the frame's stamp.
 
 SegAny prompts refer to the camera frame they were made on (their header stamp). Encoding is the
 expensive step (one encoder pass per frame), so the last K frames' embeddings are kept and a prompt
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any, Generic, Optional, TypeVar
 
 T = TypeVar("T")
@@ -22,63 +22,56 @@ class FrameNotCachedError(KeyError):
         return str(self.args[0]) if self.args else "frame not cached"
 
 
-@dataclass(frozen=True)
-class CachedFrame(Generic[T]):
-    """One cached frame: its stamp (ns), original image size (H, W) and the backend's embedding."""
-
-    stamp_ns: int
-    original_size: tuple[int, int]
-    embedding: T
-
-
 class EmbeddingCache(Generic[T]):
-    """Thread-safe map stamp (int ns) -> CachedFrame, holding at most `capacity` frames."""
+    """Thread-safe map stamp (int ns) -> value (a CachedFrame for the predictor, any object for
+    other stamp-matched streams such as depth images), holding at most `capacity` values."""
 
     def __init__(self, capacity: int = 4) -> None:
         if capacity < 1:
             raise ValueError(f"EmbeddingCache capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._frames: OrderedDict[int, CachedFrame[T]] = OrderedDict()
+        self._frames: OrderedDict[int, T] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._frames)
 
-    def put(self, stamp_ns: int, original_size: tuple[int, int], embedding: T) -> CachedFrame[T]:
-        """Insert (or replace) a frame; evicts the oldest inserted frames beyond capacity."""
-        frame = CachedFrame(int(stamp_ns), (int(original_size[0]), int(original_size[1])), embedding)
+    def put(self, stamp_ns: int, value: T) -> T:
+        """Insert (or replace) the value of stamp_ns; evicts the oldest inserted beyond capacity."""
+        stamp = int(stamp_ns)
         with self._lock:
-            self._frames.pop(frame.stamp_ns, None)
-            self._frames[frame.stamp_ns] = frame
+            self._frames.pop(stamp, None)
+            self._frames[stamp] = value
             while len(self._frames) > self.capacity:
                 self._frames.popitem(last=False)
-        return frame
+        return value
 
-    def latest(self) -> CachedFrame[T]:
-        """The most recently inserted frame."""
-        with self._lock:
-            if not self._frames:
-                raise FrameNotCachedError("no frame has been encoded yet")
-            return next(reversed(self._frames.values()))
+    def latest(self) -> T:
+        """The most recently inserted value."""
+        return self.find(None)[1]
 
-    def get(self, stamp_ns: Optional[int] = None, tolerance_ns: int = 0) -> CachedFrame[T]:
-        """The cached frame nearest to `stamp_ns` within `tolerance_ns` (None: the latest frame).
+    def get(self, stamp_ns: Optional[int] = None, tolerance_ns: int = 0) -> T:
+        """The value whose stamp is nearest to `stamp_ns` within `tolerance_ns` (None: the latest).
 
         Raises FrameNotCachedError naming the cached stamp range when nothing is close enough.
         """
-        if stamp_ns is None:
-            return self.latest()
+        return self.find(stamp_ns, tolerance_ns)[1]
+
+    def find(self, stamp_ns: Optional[int] = None, tolerance_ns: int = 0) -> tuple[int, T]:
+        """(stamp, value) of :meth:`get`: the stamp actually matched."""
         with self._lock:
             if not self._frames:
                 raise FrameNotCachedError("no frame has been encoded yet")
+            if stamp_ns is None:
+                return next(reversed(self._frames.items()))
             nearest = min(self._frames, key=lambda s: abs(s - stamp_ns))
             if abs(nearest - stamp_ns) <= tolerance_ns:
-                return self._frames[nearest]
-            lo, hi = min(self._frames), max(self._frames)
+                return nearest, self._frames[nearest]
+            n, lo, hi = len(self._frames), min(self._frames), max(self._frames)
         raise FrameNotCachedError(
             f"no cached frame within {tolerance_ns / 1e9:.3f} s of stamp {stamp_ns / 1e9:.9f} s "
-            f"(cached: {len(self)} frame(s), stamps {lo / 1e9:.9f} .. {hi / 1e9:.9f} s)")
+            f"(cached: {n} frame(s), stamps {lo / 1e9:.9f} .. {hi / 1e9:.9f} s)")
 
     def clear(self) -> None:
         with self._lock:
@@ -94,4 +87,4 @@ def stamp_to_ns(sec: int, nanosec: int) -> int:
     return int(sec) * 1_000_000_000 + int(nanosec)
 
 
-__all__: list[Any] = ["EmbeddingCache", "CachedFrame", "FrameNotCachedError", "stamp_to_ns"]
+__all__: list[Any] = ["EmbeddingCache", "FrameNotCachedError", "stamp_to_ns"]

@@ -11,28 +11,12 @@ import numpy as np
 
 from mobilesam_ros.core.config import FilterConfig, PipelineConfig
 from mobilesam_ros.core.runtime.factory import build_backend
+from mobilesam_ros.core.structures.frame import CachedFrame
 from mobilesam_ros.core.structures.instances import Instances
-from mobilesam_ros.core.ops.postprocess import mask_nms
+from mobilesam_ros.core.ops.filters import filter_instances
 from mobilesam_ros.core.engine.predictor import SamPredictor
 from mobilesam_ros.core.structures.prompts import ObjectPrompt
 from mobilesam_ros.core.engine.segevery import decode_boxes, decode_prompts
-
-
-def keep_indices(inst: Instances, filters: FilterConfig) -> np.ndarray:
-    """Indices of `inst` that survive `filters`: thresholds, best predicted IoU first, mask NMS
-    against duplicates, at most filters.max_instances."""
-    idx = np.flatnonzero((inst.scores >= filters.pred_iou_thresh)
-                         & (np.nan_to_num(inst.stability, nan=0.0) >= filters.stability_thresh)
-                         & (inst.areas >= max(filters.min_area, 1)))
-    idx = idx[np.argsort(-inst.scores[idx], kind="stable")]
-    if filters.mask_nms_thresh < 1.0 and len(idx) > 1:
-        idx = idx[mask_nms(inst.select(idx).dense_masks(), inst.scores[idx], filters.mask_nms_thresh)]
-    return idx[: filters.max_instances]
-
-
-def apply_filters(inst: Instances, filters: FilterConfig) -> Instances:
-    """The instances of `inst` that survive `filters`, in keep_indices' order."""
-    return inst.select(keep_indices(inst, filters))
 
 
 class SegmentationPipeline:
@@ -43,10 +27,6 @@ class SegmentationPipeline:
         self.grid_points_per_side = grid_points_per_side
         self._amg = None
 
-    @property
-    def cache_size(self) -> int:
-        return self.predictor.cache.capacity
-
     def describe(self) -> str:
         boxes = "grid %dx%d" % ((self.grid_points_per_side,) * 2) if self.detector is None else "detector"
         return f"{self.predictor.backend.describe()}, SegEvery boxes: {boxes}"
@@ -56,19 +36,27 @@ class SegmentationPipeline:
         if self.detector is not None:
             self.detector.conf, self.detector.iou = float(conf), float(iou)
 
-    def encode(self, image: np.ndarray, stamp_ns: int) -> None:
-        """Encode an (H, W, 3) uint8 RGB frame into the embedding cache under stamp_ns."""
-        self.predictor.set_image(image, stamp_ns)
+    @property
+    def cached_frames(self) -> int:
+        """How many encoded frames the cache holds now."""
+        return len(self.predictor.cache)
 
-    def segment_every(self, image: np.ndarray, stamp_ns: int, filters: FilterConfig) -> Instances:
-        """All instances of the frame (encoded and cached on the way), filtered and sorted."""
-        self.encode(image, stamp_ns)
+    def encode(self, image: np.ndarray, stamp_ns: int, meta: Any = None) -> CachedFrame:
+        """Encode an (H, W, 3) uint8 RGB frame into the embedding cache under stamp_ns; `meta`
+        (opaque, e.g. the node's Header) travels with the frame into every result decoded on it."""
+        return self.predictor.set_image(image, stamp_ns, meta)
+
+    def segment_every(self, image: np.ndarray, stamp_ns: int, filters: FilterConfig,
+                      meta: Any = None) -> Instances:
+        """All instances of the frame (encoded and cached on the way, with `meta`), filtered and
+        sorted; `Instances.frame` is that frame."""
+        self.encode(image, stamp_ns, meta)
         if self.detector is not None:
             det = self.detector.detect(image)
             inst = decode_boxes(self.predictor, det.boxes, stamp_ns, det.class_ids, det.scores)
         else:
             inst = self._grid().generate(image, stamp_ns).instances
-        return apply_filters(inst, filters)
+        return filter_instances(inst, filters)
 
     def _grid(self):
         if self._amg is None:
@@ -84,13 +72,11 @@ class SegmentationPipeline:
     def frame_size(self, stamp_ns: int) -> tuple[int, int]:
         return self.predictor.frame(stamp_ns).original_size
 
-    def frame_image(self, stamp_ns: int) -> Optional[np.ndarray]:
-        return self.predictor.frame(stamp_ns).embedding.image
-
     def segment_prompts(self, prompts: Sequence[ObjectPrompt], stamp_ns: int,
                         check: Optional[Callable[[int, int], None]] = None) -> Instances:
-        """One instance per prompt object, in order, decoded against the cached frame stamp_ns.
-        check(done, total) runs between decoder chunks and may raise to abandon the batch."""
+        """One instance per prompt object, in order, decoded against the cached frame stamp_ns
+        (`Instances.frame`: its stamp, image and meta). check(done, total) runs between decoder
+        chunks and may raise to abandon the batch."""
         return decode_prompts(self.predictor, list(prompts), stamp_ns, check=check)
 
     def close(self) -> None:

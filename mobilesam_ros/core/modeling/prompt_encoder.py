@@ -124,8 +124,9 @@ class PromptEncoder(nn.Module):
         corners = self.pe_layer.forward_with_coords(coords, self.input_image_size)
         return corners + torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight], dim=0)
 
-    def _embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 256, 256) low-res logits -> (B, C, 64, 64)."""
+    def embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
+        """Dense embedding of a mask input: (B, 1, 256, 256) low-res logits -> (B, C, 64, 64)
+        (the mask_downscaling convolutions; public for backends and the ONNX decoder graph)."""
         return self.mask_downscaling(masks)
 
     def _get_batch_size(self, points, boxes, masks) -> int:
@@ -162,7 +163,7 @@ class PromptEncoder(nn.Module):
             sparse = torch.cat([sparse, self._embed_points(coords, labels, pad=boxes is None)], dim=1)
         if boxes is not None:
             sparse = torch.cat([sparse, self._embed_boxes(boxes)], dim=1)
-        dense = self._embed_masks(masks) if masks is not None else self.no_mask_dense(bs)
+        dense = self.embed_masks(masks) if masks is not None else self.no_mask_dense(bs)
         return sparse, dense
 
     def embed_tokens(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

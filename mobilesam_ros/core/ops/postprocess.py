@@ -226,4 +226,3 @@ def unpack_masks(packed: np.ndarray, width: int) -> np.ndarray:
     if packed.shape[-1] != (width + 7) // 8:
         raise ValueError(f"packed last axis {packed.shape[-1]} does not fit width {width}")
     return np.unpackbits(packed, axis=-1, count=width).astype(bool)
-

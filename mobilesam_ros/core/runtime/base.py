@@ -7,7 +7,8 @@ Data at the boundary is numpy float32 so backends are interchangeable:
                                                              -> low_res (B, C, 256, 256), iou (B, C)
 with C = 3 when multimask else 1 (SAM's slicing: masks 1..3, or mask 0).
 The handle may hold more than the embedding (per-frame precomputation for fast decoding); it is
-what the EmbeddingCache stores.
+the `handle` of a CachedFrame (core/structures/frame.py). Callers decode through
+SamPredictor.decode_tokens, which takes original px and owns the chunking.
 """
 from __future__ import annotations
 

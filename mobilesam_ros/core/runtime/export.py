@@ -51,7 +51,7 @@ class DecoderGraph(nn.Module):
         sparse = pe.embed_tokens(point_coords, point_labels)
         has = has_mask_input.reshape(-1, 1, 1, 1)
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        dense = has * pe._embed_masks(mask_input) + (1 - has) * no_mask
+        dense = has * pe.embed_masks(mask_input) + (1 - has) * no_mask
         ctx = self.fast.prepare(image_embeddings)
         return self.fast.decode(ctx, sparse, dense, multimask=None)
 

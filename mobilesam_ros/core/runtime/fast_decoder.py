@@ -210,7 +210,8 @@ class FastMaskDecoder:
     construction (the ConvTranspose2d weights as per-pixel matrices and, for rewrite 5, their
     products with the norm4 gains: under 1 MB): build it after loading / moving the modules.
     lowrank_upscale: use rewrite 5 for mask-less prompts in fp32 (about 0.3 GFLOP less per prompt).
-    micro_batch: prompts per pass through the image-side work. A prompt's intermediates are ~20 MB, so
+    micro_batch: prompts per pass through the image-side work, a CPU cache optimisation inside the
+    runtime (not a chunking policy: SamPredictor.chunk_size owns that). A prompt's intermediates are ~20 MB, so
     small groups stay in the CPU caches: on the shared 2-core CPU, groups of 1-2 ran ~1.5x faster per
     prompt than groups of 12-24 (1 thread, busy machine); larger groups only save per-op overhead.
     tail_rows: embedding pixels per block of the upsampling tail (each becomes 16 mask pixels).

@@ -54,7 +54,8 @@ class TorchBackend(Backend):
         self.precision = precision
         self.dtype = PRECISIONS[precision]
         self.sam = sam.to(self.device, torch.float32).eval()
-        # micro_batch 2 keeps a CPU's caches warm; on a GPU it would only multiply kernel launches
+        # micro_batch (a CPU cache optimisation, not chunking): 2 keeps a CPU's caches warm; on a
+        # GPU it would only multiply kernel launches
         self.fast = FastMaskDecoder(self.sam.prompt_encoder, self.sam.mask_decoder,  # after .to(): it keeps views
                                     micro_batch=2 if self.device.type == "cpu" else 32)
 
@@ -89,6 +90,6 @@ class TorchBackend(Backend):
                                      torch.from_numpy(labels).to(self.device))
             dense = None
             if mask_input is not None:
-                dense = pe._embed_masks(torch.from_numpy(mask_input).to(self.device))
+                dense = pe.embed_masks(torch.from_numpy(mask_input).to(self.device))
             low, iou = self.fast.decode(handle.ctx, sparse, dense, multimask)
         return low.float().cpu().numpy(), iou.float().cpu().numpy()

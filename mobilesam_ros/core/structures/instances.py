@@ -6,12 +6,13 @@ fields are per-instance vectors. Methods return new objects; nothing is modified
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from mobilesam_ros.core.ops.postprocess import _to_numpy, box_nms, mask_nms, masks_to_boxes, pack_masks, unpack_masks
+from mobilesam_ros.core.ops.postprocess import _to_numpy, masks_to_boxes, pack_masks, unpack_masks
+from mobilesam_ros.core.structures.frame import CachedFrame
 
 __all__ = ["Instances"]
 
@@ -29,6 +30,8 @@ class Instances:
     areas: (N,) int64 mask pixel counts.
     class_ids: (N,) int32 detector class of the prompt box, -1 = none.
     det_scores: (N,) float32 detector score of the prompt box, NaN = none.
+    frame: the CachedFrame the masks were decoded on (stamp, source image, caller metadata), or
+        None for instances not decoded against a cached frame. Kept by select / pack_bits.
     """
 
     masks: np.ndarray
@@ -40,6 +43,7 @@ class Instances:
     det_scores: np.ndarray
     image_hw: tuple[int, int]
     packed: bool = False
+    frame: Optional[CachedFrame] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         h, w = self.image_hw
@@ -93,7 +97,8 @@ class Instances:
 
     @classmethod
     def concatenate(cls, parts: Sequence["Instances"]) -> "Instances":
-        """Join results of one image (e.g. decoded in chunks); all must share size and packing."""
+        """Join results of one image (e.g. decoded in chunks); all must share size and packing.
+        The result keeps the first part's frame."""
         if not parts:
             raise ValueError("nothing to concatenate")
         hw, packed = parts[0].image_hw, parts[0].packed
@@ -101,7 +106,7 @@ class Instances:
             raise ValueError("Instances to concatenate must share image_hw and packing")
         cat = {f: np.concatenate([getattr(p, f) for p in parts]) for f in
                ("masks", "boxes", "scores", "stability", "areas", "class_ids", "det_scores")}
-        return cls(**cat, image_hw=hw, packed=packed)
+        return cls(**cat, image_hw=hw, packed=packed, frame=parts[0].frame)
 
     # ------------------------------------------------------------------ selection
     def select(self, index) -> "Instances":
@@ -112,35 +117,6 @@ class Instances:
         return replace(self, masks=self.masks[idx], boxes=self.boxes[idx], scores=self.scores[idx],
                        stability=self.stability[idx], areas=self.areas[idx],
                        class_ids=self.class_ids[idx], det_scores=self.det_scores[idx])
-
-    def filter(self, min_score: float | None = None, min_stability: float | None = None,
-               min_area: int | None = None, max_area: int | None = None) -> "Instances":
-        """Keep instances passing every given test, with SAM's comparisons:
-        ``score > min_score`` (pred_iou_thresh), ``stability >= min_stability`` (so NaN fails),
-        ``min_area <= area <= max_area``. Order is preserved."""
-        keep = np.ones(len(self), bool)
-        if min_score is not None:
-            keep &= self.scores > min_score
-        if min_stability is not None:
-            keep &= self.stability >= min_stability
-        if min_area is not None:
-            keep &= self.areas >= min_area
-        if max_area is not None:
-            keep &= self.areas <= max_area
-        return self.select(keep)
-
-    def sort_by_score(self) -> "Instances":
-        """Best predicted IoU first; stable, so ties keep their current order."""
-        return self.select(np.argsort(-self.scores, kind="stable"))
-
-    def nms(self, iou_thresh: float, use_masks: bool = False) -> "Instances":
-        """Drop duplicates, best score first: on `boxes` with torchvision semantics (what SAM's
-        generator does), or on mask IoU when `use_masks` (slower, exact for odd shapes)."""
-        if len(self) == 0:
-            return self
-        keep = (mask_nms(self.dense_masks(), self.scores, iou_thresh) if use_masks
-                else box_nms(self.boxes, self.scores, iou_thresh))
-        return self.select(keep)
 
     # ------------------------------------------------------------------ mask views
     def dense_masks(self) -> np.ndarray:

@@ -78,10 +78,7 @@ def make_prompt(points=None, labels=None, box=None, mask_input=None, multimask: 
         bx = np.asarray(box, np.float32).reshape(-1)
         if bx.shape != (4,):
             raise PromptError(f"box must be 4 numbers x1,y1,x2,y2, got shape {np.shape(box)}")
-        if not np.isfinite(bx).all():
-            raise PromptError("box contains NaN or inf")
-        if bx[2] <= bx[0] or bx[3] <= bx[1]:
-            raise PromptError(f"box {bx.tolist()} is empty or inverted (need x2 > x1, y2 > y1)")
+        bx = check_boxes(bx[None])[0]
         if image_size is not None:
             h, w = image_size
             if bx[0] >= w or bx[1] >= h or bx[2] <= 0 or bx[3] <= 0:
@@ -99,10 +96,35 @@ def make_prompt(points=None, labels=None, box=None, mask_input=None, multimask: 
     return ObjectPrompt(pts, lbl, bx, msk, bool(multimask))
 
 
-def to_tokens(prompts: Sequence[ObjectPrompt], apply_coords) -> tuple[np.ndarray, np.ndarray]:
-    """Objects of ONE layout -> (coords (B, N', 2) float32 in the 1024 frame, labels (B, N') float32).
+def check_boxes(boxes) -> np.ndarray:
+    """(N, 4) xyxy original px -> (N, 4) float32; PromptError for the first box that is not
+    finite or is empty / inverted (x2 <= x1 or y2 <= y1)."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    finite = np.isfinite(b).all(axis=1)
+    bad = ~finite | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+    if bad.any():
+        k = int(np.argmax(bad))
+        where = f"box {k} of {len(b)}: " if len(b) > 1 else ""
+        if not finite[k]:
+            raise PromptError(f"{where}box contains NaN or inf")
+        raise PromptError(f"{where}box {b[k].tolist()} is empty or inverted (need x2 > x1, y2 > y1)")
+    return b
 
-    apply_coords maps (K, 2) original-px xy to the 1024 input frame (ResizeLongestSide).
+
+def box_tokens(boxes) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4) xyxy original px (checked by `check_boxes`) -> the box-only token layout:
+    (coords (N, 2, 2) float32 original px, labels (N, 2) float32 = [2, 3]); what `to_tokens`
+    gives for box-only prompts, without building one prompt object per box."""
+    b = check_boxes(boxes)
+    labels = np.tile(np.array([[LABEL_BOX_TL, LABEL_BOX_BR]], np.float32), (len(b), 1))
+    return b.reshape(-1, 2, 2), labels
+
+
+def to_tokens(prompts: Sequence[ObjectPrompt], apply_coords=None) -> tuple[np.ndarray, np.ndarray]:
+    """Objects of ONE layout -> (coords (B, N', 2) float32, labels (B, N') float32).
+
+    coords stay in original px (what SamPredictor.decode_tokens takes) unless apply_coords, a map
+    of (K, 2) original-px xy (e.g. to the 1024 input frame), is given; padding tokens are (0, 0).
     """
     coords, labels = [], []
     for p in prompts:
@@ -111,7 +133,7 @@ def to_tokens(prompts: Sequence[ObjectPrompt], apply_coords) -> tuple[np.ndarray
         if p.box is not None:
             c = np.concatenate([c, p.box.reshape(2, 2)])
             lab = np.concatenate([lab, [LABEL_BOX_TL, LABEL_BOX_BR]]).astype(np.float32)
-        c = apply_coords(c).astype(np.float32)
+        c = (c if apply_coords is None else apply_coords(c)).astype(np.float32)
         if p.box is None and p.points is not None:  # SAM pads point-only prompts with one "not a point" token
             c = np.concatenate([c, np.zeros((1, 2), np.float32)])
             lab = np.concatenate([lab, [LABEL_PAD]]).astype(np.float32)

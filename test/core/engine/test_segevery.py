@@ -46,7 +46,7 @@ def test_v2_low_res_logits_via_backend(v2):
     frame = p.frame()
     coords = p.transform.apply_coords(g["boxes_xyxy"].reshape(-1, 2, 2), tuple(g["original_size"]))
     labels = np.tile(np.array([2, 3], np.float32), (len(coords), 1))
-    low, iou = p.backend.decode(frame.embedding.handle, coords.astype(np.float32), labels, None, False)
+    low, iou = p.backend.decode(frame.handle, coords.astype(np.float32), labels, None, False)
     np.testing.assert_allclose(low, g["low_res_logits"], atol=5e-3, rtol=0)
     np.testing.assert_allclose(iou, g["iou_predictions"], atol=1e-3, rtol=0)
 

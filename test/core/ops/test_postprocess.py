@@ -188,16 +188,14 @@ def test_label_image_higher_score_wins():
         Instances.from_masks(np.zeros((300, 2, 2), bool), np.zeros(300)).to_label_image(np.uint8)
 
 
-def test_instances_fields_filter_sort_crops():
+def test_instances_fields_select_crops():
     m = _three_squares()
     inst = Instances.from_masks(m, [0.5, 0.9, 0.7], stability=[0.96, np.nan, 0.99],
                                 class_ids=[0, 5, 0], det_scores=[0.8, 0.7, 0.6])
     assert inst.areas.tolist() == [36, 36, 8]
     assert inst.boxes.tolist() == [[0, 0, 5, 5], [3, 3, 8, 8], [8, 2, 11, 3]]
-    assert inst.sort_by_score().scores.tolist() == pytest.approx([0.9, 0.7, 0.5])
-    assert inst.filter(min_stability=0.95).areas.tolist() == [36, 8]     # NaN fails
-    assert len(inst.filter(min_score=0.7)) == 1                          # strict >
-    assert inst.filter(min_area=10, max_area=36).class_ids.tolist() == [0, 5]
+    assert inst.select([1, 2, 0]).scores.tolist() == pytest.approx([0.9, 0.7, 0.5])
+    assert inst.select(inst.areas >= 10).class_ids.tolist() == [0, 5]
     crops = list(inst.crops())
     assert [(x, y, c.shape) for x, y, c in crops] == [(0, 0, (6, 6)), (3, 3, (6, 6)),
                                                        (8, 2, (2, 4))]
@@ -211,12 +209,12 @@ def test_instances_fields_filter_sort_crops():
                   inst.det_scores, (10, 12))
 
 
-def test_instances_nms():
+def test_box_and_mask_nms_drop_the_duplicate():
     m = _three_squares()
     m = np.concatenate([m, m[:1]])  # duplicate of instance 0, lower score
-    inst = Instances.from_masks(m, [0.9, 0.8, 0.7, 0.6])
-    assert inst.nms(0.7).scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
-    assert inst.nms(0.7, use_masks=True).scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    assert box_nms(masks_to_boxes(m).astype(np.float32), scores, 0.7).tolist() == [0, 1, 2]
+    assert mask_nms(m, scores, 0.7).tolist() == [0, 1, 2]
 
 
 def test_pack_unpack_round_trip_against_golden():

@@ -47,3 +47,21 @@ def test_grouping_keeps_layouts_apart():
     d = make_prompt(points=[[2, 2]], labels=[0], multimask=True)
     assert group_by_layout([a, b, c, d]) == {(0, True, False, False): [0, 2], (1, False, False, False): [1],
                                              (1, False, False, True): [3]}
+
+
+def test_box_tokens_equal_to_tokens_of_box_prompts_and_name_the_bad_box():
+    from mobilesam_ros.core.structures.prompts import box_tokens
+
+    boxes = np.array([[1, 2, 30, 40], [0.5, 0, 7, 9.25]], np.float32)
+    coords, labels = box_tokens(boxes)
+    assert coords.dtype == np.float32 and coords.shape == (2, 2, 2)
+    assert coords.tolist() == [[[1, 2], [30, 40]], [[0.5, 0], [7, 9.25]]]
+    assert labels.tolist() == [[2, 3], [2, 3]]
+    ref_c, ref_l = to_tokens([make_prompt(box=b) for b in boxes])
+    np.testing.assert_array_equal(coords, ref_c)
+    np.testing.assert_array_equal(labels, ref_l)
+    assert box_tokens(np.zeros((0, 4)))[0].shape == (0, 2, 2)
+    with pytest.raises(PromptError, match=r"box 1 of 3: box \[5.0, 5.0, 5.0, 9.0\] is empty or inverted"):
+        box_tokens([[0, 0, 1, 1], [5, 5, 5, 9], [0, 0, np.nan, 1]])
+    with pytest.raises(PromptError, match="box 2 of 3: box contains NaN or inf"):
+        box_tokens([[0, 0, 1, 1], [5, 5, 6, 9], [0, 0, np.nan, 1]])
