@@ -17,6 +17,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from mobilesam_ros.core.errors import ConfigError
+
 OMP_WAIT_POLICIES = ("passive", "active", "env")
 
 
@@ -38,9 +40,9 @@ class CpuPolicy:
 
     def __post_init__(self) -> None:
         if self.omp_wait_policy not in OMP_WAIT_POLICIES:
-            raise ValueError(f"omp_wait_policy {self.omp_wait_policy!r} not one of {OMP_WAIT_POLICIES}")
+            raise ConfigError(f"omp_wait_policy {self.omp_wait_policy!r} not one of {OMP_WAIT_POLICIES}")
         if self.threads < 0:
-            raise ValueError(f"threads must be >= 0, got {self.threads}")
+            raise ConfigError(f"threads must be >= 0, got {self.threads}")
 
 
 def torch_loaded() -> bool:
