@@ -88,7 +88,11 @@ class Trainer:
     """One distillation run over explicit state: `plan()` (teacher pass, split, model,
     optimizer), `resume()` (from the work directory's saved state, if any), then `step()`
     repeatedly, `validate()` and `save()` as scheduled; `run()` does all of it with the schedule,
-    Ctrl-C handling and the final export. Rank 0 alone validates and writes."""
+    Ctrl-C handling and the final export. Rank 0 alone validates and writes.
+
+    `plan()` sets `cache` (TeacherCache), `decoder_state`, `spec` (the TrainPlan), `student`,
+    `optimizer`, `scheduler`, `scaler`, `decoder` and `model` (`student`, or its DDP wrapper once
+    `start()` ran); progress is `completed` (optimizer steps), `steps_log` and `validations`."""
 
     def __init__(self, cfg: DistillConfig, env: DistEnv = DistEnv(),
                  device: torch.device = torch.device("cpu")) -> None:
