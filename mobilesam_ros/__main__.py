@@ -6,8 +6,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mobilesam_ros.cli import export, segany, segevery
-    from mobilesam_ros.distill import cli as distill
+    from mobilesam_ros.cli import distill, export, segany, segevery
 
     ap = argparse.ArgumentParser(prog="python -m mobilesam_ros", description="MobileSAM / MobileSAMv2 "
                                  "segmentation without ROS: SegAny, SegEvery, ONNX export, distillation.")

@@ -4,16 +4,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import traceback
 
 import numpy as np
 
 from mobilesam_ros.core.config import BACKENDS, OMP_WAIT_POLICIES, PRECISION_CHOICES, CpuPolicy, ModelConfig
+from mobilesam_ros.core.errors import UsageError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
-class CliError(Exception):
-    """A user error: printed as one line, exit code 2."""
+class CliError(UsageError):
+    """A bad command line (option value, unreadable/unwritable file): one line, exit code 2."""
 
 
 def add_model_args(ap: argparse.ArgumentParser, need_checkpoint: bool = True) -> None:
@@ -94,10 +96,30 @@ def numbers(text: str, n: int, what: str) -> list[float]:
     return vals
 
 
-def fail(exc: BaseException) -> int:
-    """Print one line; exit 2 for bad input (arguments, files, checkpoints), 1 for anything else."""
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean bad input (options, files, checkpoints, images, prompts,
+    distillation data), as opposed to a bug."""
+    from mobilesam_ros.core.engine.predictor import ImageError
     from mobilesam_ros.core.io.checkpoints import CheckpointError
+    from mobilesam_ros.core.io.image_codec import ImageMessageError
+    from mobilesam_ros.core.io.weights import WeightsMissing
+    from mobilesam_ros.core.ops.geometry3d import DepthError
+    from mobilesam_ros.core.structures.prompts import PromptError
+    from mobilesam_ros.distill.data import SourceError
+    from mobilesam_ros.distill.teacher_cache import CacheError
 
-    print(f"mobilesam_ros: error: {exc}", file=sys.stderr)
-    user = (CliError, ValueError, FileNotFoundError, CheckpointError)
-    return EXIT_USAGE if isinstance(exc, user) else EXIT_ERROR
+    return (UsageError, FileNotFoundError, CheckpointError, WeightsMissing, ImageError,
+            ImageMessageError, PromptError, DepthError, SourceError, CacheError)
+
+
+def fail(exc: BaseException) -> int:
+    """Report an exception that ended a subcommand. Bad input: its first line, exit 2. Anything
+    else is a bug (e.g. a ValueError from inside numpy): the traceback, exit 1."""
+    if isinstance(exc, user_errors()):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"mobilesam_ros: error: {first}", file=sys.stderr)
+        return EXIT_USAGE
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    print(f"mobilesam_ros: internal error (a bug, not your input; please report it with the "
+          f"traceback above): {type(exc).__name__}: {exc}", file=sys.stderr)
+    return EXIT_ERROR

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from mobilesam_ros.core.errors import ConfigError
+
 __all__ = ["MODES", "BACKENDS", "PRECISION_CHOICES", "OMP_WAIT_POLICIES", "CpuPolicy", "ModelConfig",
            "DetectorConfig", "V2_DETECTOR_SETTINGS", "FilterConfig", "CLI_FILTERS", "PipelineConfig",
            "NodeConfig", "SegEveryConfig", "SegAnyConfig", "ImageConfig", "OverlayConfig", "DepthConfig",
@@ -45,9 +47,9 @@ class CpuPolicy:
 
     def __post_init__(self) -> None:
         if self.omp_wait_policy not in OMP_WAIT_POLICIES:
-            raise ValueError(f"omp_wait_policy {self.omp_wait_policy!r} not one of {OMP_WAIT_POLICIES}")
+            raise ConfigError(f"omp_wait_policy {self.omp_wait_policy!r} not one of {OMP_WAIT_POLICIES}")
         if self.threads < 0:
-            raise ValueError(f"threads must be >= 0, got {self.threads}")
+            raise ConfigError(f"threads must be >= 0, got {self.threads}")
 
 
 @dataclass
@@ -152,7 +154,7 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"mode {self.mode!r} not one of {MODES}")
+            raise ConfigError(f"mode {self.mode!r} not one of {MODES}")
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,7 @@ class TrackerConfig:
                   (self.max_tracks >= 1, "max_tracks must be >= 1"))
         for ok, why in checks:
             if not ok:
-                raise ValueError(f"TrackerConfig: {why}")
+                raise ConfigError(f"TrackerConfig: {why}")
 
 
 @dataclass(frozen=True)
@@ -297,4 +299,4 @@ class FollowConfig:
     def __post_init__(self) -> None:
         if self.max_objects < 1 or not 0.0 <= self.min_pred_iou <= 1.0 or self.max_area_change < 1.0 \
                 or self.lost_timeout_s < 0.0 or not 0.0 < self.reacquire_iou <= 1.0:
-            raise ValueError(f"invalid FollowConfig {self}")
+            raise ConfigError(f"invalid FollowConfig {self}")

@@ -7,13 +7,15 @@ from typing import Any
 
 import torch
 
+from mobilesam_ros.core.errors import ConfigError
+
 # Changing any of these changes what a resumed run would compute, so resume refuses.
 RUN_IDENTITY = ("teacher", "data", "topic", "every_n", "max_frames", "init", "epochs", "steps",
                 "batch_size", "lr", "weight_decay", "warmup_steps", "min_lr_ratio", "grad_clip",
                 "bn", "val_fraction", "split_seed", "hflip", "seed", "cache_dtype")
 
 
-class DistillInputError(ValueError):
+class DistillInputError(ConfigError):
     """A bad request (paths, options, a work directory in the way): the CLI exits with 2."""
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mobilesam_ros.core.errors import MissingDependencyError
 from mobilesam_ros.core.io.image_codec import (MONO16_MODES, ImageMessageError,
                                             UnsupportedImageEncodingError, compressed_msg_to_rgb,
                                             image_msg_to_rgb)
@@ -310,7 +311,8 @@ def _import_rosbags() -> tuple[Any, Any, Any]:
         from rosbags.rosbag2 import Reader
         from rosbags.typesys import Stores, get_typestore
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("reading ROS 2 bags needs rosbags: pip install rosbags==0.11.9") from e
+        raise MissingDependencyError("reading ROS 2 bags needs rosbags: pip install "
+                                     "rosbags==0.11.9") from e
     return Reader, Stores, get_typestore
 
 

@@ -1,36 +1,30 @@
 """Teacher/student inputs: frames -> cached uint8 1024x1024 inputs -> normalised model inputs.
 
 The cache stores each frame resized (longest side 1024, Pillow-exact bilinear as at inference)
-and zero-padded bottom/right as uint8 (TeacherCache's `inputs.npy`). Inference normalises the
-*resized* image and pads with zeros afterwards (`normalize_and_pad`), so padding pixels are 0 in
-the normalised input, not (0 - mean) / std. To give teacher and student exactly the inference
-input, `model_input` needs each row's resized size (h, w): the padding is zeroed after
-normalisation. Sizes are recorded while the cache is built (`SizedSource`) and kept beside it in
-`SIZES_FILE`; they are a pure function of the original frame size, so they can be recomputed.
+and zero-padded bottom/right as uint8 (TeacherCache's `inputs.npy`), and beside it the resized
+size (h, w) (TeacherCache's `sizes.npy`). Inference normalises the *resized* image and pads with
+zeros afterwards (`core.ops.transforms.normalize_and_pad`), so padding pixels are 0 in the
+normalised input, not (0 - mean) / std; `model_input` gives teacher and student exactly that
+input from a cached row and its size.
 
-Optional augmentation: `SizedSource(hflip=True)` adds a mirrored copy of every frame (key suffix
+Optional augmentation: `MirroredSource` adds a mirrored copy of every frame (key suffix
 `HFLIP_SUFFIX`) that the teacher encodes on its own. Mirroring the *teacher embedding* instead
 would be wrong: SAM's encoders are not equivariant to flips (absolute/relative position terms,
 padding on one side only), so only augmentations whose target the teacher computes are used.
 """
 from __future__ import annotations
 
-import json
-import os
-from collections import deque
 from collections.abc import Container, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mobilesam_ros.core.ops.transforms import PIXEL_MEAN, PIXEL_STD, ResizeLongestSide
+from mobilesam_ros.core.ops.transforms import ResizeLongestSide, normalize_and_pad
 from mobilesam_ros.distill.data import Frame, FrameSource
 
 INPUT_SIZE = 1024
 HFLIP_SUFFIX = "|hflip"
-SIZES_FILE = "distill_input_sizes.json"
 # Describes the uint8 rows and how they are normalised; part of the cache's identity.
 PREPROCESSING_VERSION = "sam-resize-longest-1024-pad-v1+normalise-then-zero-pad"
 
@@ -45,50 +39,38 @@ def resized_size(image_hw: Sequence[int]) -> tuple[int, int]:
     return ResizeLongestSide(INPUT_SIZE).input_size((int(image_hw[0]), int(image_hw[1])))
 
 
-def preprocess_frame(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (1024, 1024, 3) uint8: resized as inference does, zero-padded."""
+def preprocess_frame(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """(H, W, 3) uint8 RGB -> ((1024, 1024, 3) uint8 resized as inference does and zero-padded
+    bottom/right, (h, w) of the resized image inside it, input px)."""
     resized = ResizeLongestSide(INPUT_SIZE).apply_image(image)
     out = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
     out[:resized.shape[0], :resized.shape[1]] = resized
-    return out
+    return out, (int(resized.shape[0]), int(resized.shape[1]))
 
 
-def model_input(batch: np.ndarray | torch.Tensor, sizes: Sequence[Sequence[int]],
+def model_input(batch: np.ndarray | torch.Tensor, sizes: Sequence[Sequence[int]] | np.ndarray,
                 device: torch.device | str = "cpu") -> torch.Tensor:
-    """(B, 1024, 1024, 3) uint8 rows + their resized (h, w) -> (B, 3, 1024, 1024) float32 on
-    `device`: (x - mean) / std inside the resized image, exactly 0 in the padding (as
-    `core.ops.transforms.preprocess_image`)."""
+    """(B, 1024, 1024, 3) uint8 rows + their resized (h, w) (B, 2) -> (B, 3, 1024, 1024) float32
+    on `device`: the inference input of each row (`core.ops.transforms.normalize_and_pad` of
+    its resized image), so (x - mean) / std inside the image and exactly 0 in the padding."""
     x = torch.as_tensor(np.ascontiguousarray(batch) if isinstance(batch, np.ndarray) else batch)
-    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    mean = torch.tensor(PIXEL_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(PIXEL_STD, device=x.device).view(1, 3, 1, 1)
-    x = (x - mean) / std
     if len(sizes) != x.shape[0]:
         raise ValueError(f"{x.shape[0]} rows but {len(sizes)} sizes")
-    for i, (h, w) in enumerate(sizes):
-        x[i, :, int(h):, :] = 0.0
-        x[i, :, :, int(w):] = 0.0
-    return x
+    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+    return torch.cat([normalize_and_pad(x[i:i + 1, :, :int(h), :int(w)], INPUT_SIZE)
+                      for i, (h, w) in enumerate(sizes)])
 
 
-class SizedSource(FrameSource):
-    """Wraps a frame source for a teacher-cache build: records each yielded frame's resized size,
-    queues the keys in yield order for `pop_sizes`, and optionally adds mirrored copies.
+class MirroredSource(FrameSource):
+    """Wraps a frame source for a teacher-cache build, adding a mirrored copy (key + HFLIP_SUFFIX)
+    of every frame right after it when `hflip` is set."""
 
-    TeacherCache preprocesses frames in the order they are yielded and hands them to its encode
-    function in that order, batch by batch, so the encode function pops as many sizes as its batch
-    has rows (`pop_sizes`) and checks each against the row's zero padding.
-    """
-
-    def __init__(self, inner: FrameSource, hflip: bool = False,
-                 known_sizes: dict[str, tuple[int, int]] | None = None) -> None:
+    def __init__(self, inner: FrameSource, hflip: bool = False) -> None:
         self.inner = inner
         self.path = inner.path
         self.hflip = hflip
         self.skipped: list[str] = []
         self.random_access = False  # inputs must be stored: mirrored frames exist nowhere else
-        self.sizes: dict[str, tuple[int, int]] = dict(known_sizes or {})
-        self._queue: deque[str] = deque()
 
     def keys(self) -> list[str]:
         keys = self.inner.keys()
@@ -104,46 +86,15 @@ class SizedSource(FrameSource):
             except TypeError:  # a Container that cannot be iterated: ask the source (slower)
                 wanted = {base_key(k) for k in self.keys() if k in only}
         for frame in self.inner.frames(only=wanted):
-            size = resized_size(frame.image.shape[:2])
             variants = [(frame.key, frame.image)]
             if self.hflip:
                 variants.append((frame.key + HFLIP_SUFFIX,
                                  np.ascontiguousarray(frame.image[:, ::-1])))
             for key, image in variants:
                 if only is None or key in only:
-                    self.sizes[key] = size
-                    self._queue.append(key)
                     yield Frame(key, image)
         self.skipped = [k2 for k in self.inner.skipped
                         for k2 in ((k, k + HFLIP_SUFFIX) if self.hflip else (k,))]
 
-    def pop_sizes(self, batch: np.ndarray) -> list[tuple[int, int]]:
-        """Sizes of the next len(batch) queued frames; checks that each row is zero outside."""
-        sizes = []
-        for row in batch:
-            if not self._queue:
-                raise RuntimeError("encode called with more rows than frames were yielded")
-            h, w = self.sizes[self._queue.popleft()]
-            if row[h:].any() or row[:, w:].any():
-                raise RuntimeError("cache row and recorded size disagree (frame order changed?)")
-            sizes.append((h, w))
-        return sizes
-
     def describe(self) -> dict[str, Any]:
         return {**self.inner.describe(), "hflip": self.hflip}
-
-
-def load_sizes(cache_dir: str | os.PathLike[str]) -> dict[str, tuple[int, int]]:
-    """The recorded resized sizes of a cache directory ({} when none were recorded)."""
-    p = Path(cache_dir) / SIZES_FILE
-    if not p.is_file():
-        return {}
-    return {k: (int(v[0]), int(v[1])) for k, v in json.loads(p.read_text()).items()}
-
-
-def save_sizes(cache_dir: str | os.PathLike[str], sizes: dict[str, tuple[int, int]]) -> None:
-    """Atomically write `sizes` ({key: (h, w)}) beside the cache."""
-    p = Path(cache_dir) / SIZES_FILE
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps({k: list(v) for k, v in sorted(sizes.items())}))
-    os.replace(tmp, p)

@@ -11,7 +11,7 @@ resumed run never carries rows of steps it rolled back):
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -20,6 +20,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from mobilesam_ros.core.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 TRAIN_LOG = "train_log.csv"
 VAL_LOG = "val_log.json"
@@ -32,24 +34,17 @@ _BLACK, _GREY, _LIGHT = (0, 0, 0), (160, 160, 160), (225, 225, 225)
 _LOSS, _LOSS_AVG, _TRAIN_EVAL, _VAL = (235, 190, 150), (180, 90, 20), (40, 150, 40), (30, 30, 210)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_logs(work_dir: str | os.PathLike[str], steps: Sequence[dict[str, Any]],
                validations: Sequence[dict[str, Any]]) -> None:
     """Write `train_log.csv` (rows of step records) and `val_log.json` into `work_dir`."""
     root = Path(work_dir)
-    tmp = root / (TRAIN_LOG + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", "epoch", "lr", "loss"])
-        for r in steps:
-            w.writerow([r["step"], r["epoch"], f"{r['lr']:.6g}", f"{r['loss']:.6g}"])
-    os.replace(tmp, root / TRAIN_LOG)
-    _atomic_write(root / VAL_LOG, json.dumps(list(validations), indent=1))
+    rows = io.StringIO(newline="")
+    w = csv.writer(rows)
+    w.writerow(["step", "epoch", "lr", "loss"])
+    for r in steps:
+        w.writerow([r["step"], r["epoch"], f"{r['lr']:.6g}", f"{r['loss']:.6g}"])
+    atomic_write_text(root / TRAIN_LOG, rows.getvalue())
+    atomic_write_json(root / VAL_LOG, list(validations))
 
 
 def _running_mean(v: np.ndarray, k: int) -> np.ndarray:
@@ -156,6 +151,4 @@ def plot_history(path: str | os.PathLike[str], steps: Sequence[dict[str, Any]],
     ok, buf = cv2.imencode(".png", img)
     if not ok:  # pragma: no cover - PNG encoding of a plain uint8 image does not fail
         raise RuntimeError("cv2 could not encode the plot")
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, p)
+    atomic_write_bytes(p, buf.tobytes())

@@ -22,16 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from mobilesam_ros.core.io.atomic import atomic_save
 from mobilesam_ros.core.io.checkpoints import load_mobile_sam
 
 TRAIN_STATE = "train_state.pt"
 STATE_FORMAT = "mobilesam_ros.distill.train_state/1"
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def save_train_state(path: str | os.PathLike[str], *, student: nn.Module,
@@ -44,7 +39,7 @@ def save_train_state(path: str | os.PathLike[str], *, student: nn.Module,
     `world_size` the number of processes that wrote it (informative: any number may resume).
     The student, optimizer and scheduler are full replicas under DDP, so rank 0's are the run's."""
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    _atomic_save({
+    atomic_save({
         "format": STATE_FORMAT,
         "step": int(step),
         "samples": int(samples),
@@ -99,7 +94,7 @@ def export_student(path: str | os.PathLike[str], student: nn.Module,
     with `core.io.checkpoints.load_mobile_sam` (raises CheckpointError if it would not load)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save(mobile_sam_state(student, decoder_state), p)
+    atomic_save(mobile_sam_state(student, decoder_state), p)
     if verify:
         load_mobile_sam(p)
     return p

@@ -1,13 +1,16 @@
 """On-disk cache of teacher image embeddings for decoupled distillation (MobileSAM).
 
 The teacher runs once per frame; its (256, 64, 64) embedding goes into row i of a memory-mapped
-`embeddings.npy` (N, 256, 64, 64), row order = `source.keys()` order. Optionally the preprocessed
-teacher input (resized longest side + padded, (1024, 1024, 3) uint8 RGB, *before* mean/std
-normalisation) goes into row i of `inputs.npy`, so training never decodes a video or a bag again.
+`embeddings.npy` (N, 256, 64, 64), row order = `source.keys()` order, and the (h, w) of the
+resized image inside the padded teacher input into row i of `sizes.npy` (the model input is zero
+outside it, so whoever reads a row needs it). Optionally the preprocessed teacher input (resized
+longest side + padded, (1024, 1024, 3) uint8 RGB, *before* mean/std normalisation) goes into row
+i of `inputs.npy`, so training never decodes a video or a bag again.
 
-Layout of a cache directory:
+Layout of a cache directory (format 2; format 1, without `sizes.npy`, is refused with advice):
 
 - `embeddings.npy`  (N, C, h, w) float32 or float16, opened with np.lib.format.open_memmap;
+- `sizes.npy`       (N, 2) int32, (h, w) in input pixels of each row's resized image;
 - `inputs.npy`      (N, S, S, 3) uint8, only when inputs are stored;
 - `keys.json`       the N frame keys, row order;
 - `manifest.json`   teacher id, checkpoint path + sha256, preprocessing version, shapes, dtype,
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from mobilesam_ros.core.io.atomic import atomic_write_json
+from mobilesam_ros.core.io.weights import sha256_of
 from mobilesam_ros.distill.data import EmptySourceError, Frame, FrameSource
 
 try:
@@ -41,8 +45,9 @@ except ImportError:  # pragma: no cover - Windows: no build lock
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-row image sizes (sizes.npy)
 EMBEDDINGS_FILE = "embeddings.npy"
+SIZES_FILE = "sizes.npy"
 INPUTS_FILE = "inputs.npy"
 KEYS_FILE = "keys.json"
 MANIFEST_FILE = "manifest.json"
@@ -50,10 +55,12 @@ _LOCK_FILE = ".build.lock"
 _SHARD_PREFIX = "shard."
 DEFAULT_PREPROCESSING_VERSION = "sam-resize-longest-1024-pad-v1"
 
-PreprocessFn = Callable[[np.ndarray], np.ndarray]
-"""(H, W, 3) uint8 RGB frame -> (S, S, 3) uint8 RGB teacher input (resized + padded)."""
-EncodeFn = Callable[[np.ndarray], Any]
-"""(B, S, S, 3) uint8 RGB batch -> (B, C, h, w) embeddings (numpy or torch); normalises itself."""
+PreprocessFn = Callable[[np.ndarray], tuple[np.ndarray, tuple[int, int]]]
+"""(H, W, 3) uint8 RGB frame -> ((S, S, 3) uint8 RGB teacher input, resized + zero-padded
+bottom/right; (h, w) of the resized image inside it, input px)."""
+EncodeFn = Callable[[np.ndarray, np.ndarray], Any]
+"""((B, S, S, 3) uint8 RGB batch, (B, 2) int32 (h, w) sizes) -> (B, C, h, w) embeddings (numpy
+or torch); normalises the batch itself."""
 
 
 class CacheError(RuntimeError):
@@ -66,15 +73,6 @@ class TeacherMismatchError(CacheError):
 
 class RowNotFilledError(LookupError):
     """The requested row has no embedding yet (build interrupted, or its frame was unreadable)."""
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, streamed (checkpoints are GBs)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _to_ranges(mask: np.ndarray) -> list[list[int]]:
@@ -91,13 +89,12 @@ def _from_ranges(ranges: Sequence[Sequence[int]], n: int) -> np.ndarray:
     return mask
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _format_advice(root: Path, found: Any) -> str:
+    if found == 1:
+        return (f"{root} is a teacher cache of format 1, which records no image sizes (they were "
+                f"kept in a separate file); this version needs format {FORMAT_VERSION}: delete "
+                f"{root} (or pass another cache directory) and the teacher pass rebuilds it")
+    return f"{root}: cache format {found!r}, this code reads {FORMAT_VERSION}"
 
 
 def _now() -> str:
@@ -153,6 +150,9 @@ class TeacherCache:
         self._keys = keys
         self._index: dict[str, int] | None = None
         self.embeddings: np.ndarray = np.load(root / EMBEDDINGS_FILE, mmap_mode="r")
+        self.sizes: np.ndarray = np.load(root / SIZES_FILE, mmap_mode="r")
+        """(N, 2) int32 (h, w) of each row's resized image inside its input, input px (0 if
+        the row is not filled)."""
         self.inputs: np.ndarray | None = (np.load(root / INPUTS_FILE, mmap_mode="r")
                                           if manifest["store_inputs"] else None)
         self.filled: np.ndarray = _from_ranges(manifest["filled"], len(keys))
@@ -161,6 +161,9 @@ class TeacherCache:
             raise CacheError(f"{root / EMBEDDINGS_FILE} is {self.embeddings.dtype}"
                              f"{self.embeddings.shape}, manifest says "
                              f"{manifest['dtype']}{expected}")
+        if self.sizes.shape != (len(keys), 2) or self.sizes.dtype != np.int32:
+            raise CacheError(f"{root / SIZES_FILE} is {self.sizes.dtype}{self.sizes.shape}, "
+                             f"expected int32{(len(keys), 2)}")
         if self.inputs is not None:
             s = manifest["input_size"]
             if self.inputs.shape != (len(keys), s, s, 3) or self.inputs.dtype != np.uint8:
@@ -177,8 +180,7 @@ class TeacherCache:
             raise CacheError(f"{root} is not a teacher cache (no {MANIFEST_FILE})")
         manifest = json.loads((root / MANIFEST_FILE).read_text())
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise CacheError(f"{root}: cache format {manifest.get('format_version')}, this code "
-                             f"reads {FORMAT_VERSION}")
+            raise CacheError(_format_advice(root, manifest.get("format_version")))
         keys = json.loads((root / KEYS_FILE).read_text())
         if len(keys) != manifest["count"]:
             raise CacheError(f"{root}: {KEYS_FILE} has {len(keys)} keys, manifest count is "
@@ -208,6 +210,11 @@ class TeacherCache:
         """(key, embedding) of the filled rows, in row order."""
         for j in self.indices:
             yield self._keys[j], self.embeddings[j]
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        """(h, w) of filled row i's resized image inside its input, input px."""
+        h, w = self.sizes[self._row(i)]
+        return int(h), int(w)
 
     def input_image(self, i: int) -> np.ndarray:
         """(S, S, 3) uint8 RGB teacher input of filled row i (resized + padded, not normalised)."""
@@ -270,9 +277,11 @@ class TeacherCache:
               agree: Callable[[bool], bool] | None = None) -> TeacherCache:
         """Encode every frame of `source` once into `out_dir`, or finish an interrupted build.
 
-        Each frame goes through `preprocess_fn` ((H, W, 3) uint8 RGB -> (input_size, input_size, 3)
-        uint8), then batches of up to `batch_size` go through `encode_fn` ((B, S, S, 3) uint8 ->
-        (B, *embedding_shape), numpy or torch; mean/std normalisation is the encoder's job).
+        Each frame goes through `preprocess_fn` ((H, W, 3) uint8 RGB -> ((input_size, input_size,
+        3) uint8, (h, w) of the resized image inside it)), then batches of up to `batch_size` go
+        through `encode_fn` (((B, S, S, 3) uint8, (B, 2) int32 sizes) -> (B, *embedding_shape),
+        numpy or torch; mean/std normalisation is the encoder's job). Each row keeps its
+        embedding, its size and (optionally) its input.
         `teacher_id` names the teacher; `teacher_checkpoint` (optional) is hashed and recorded.
         `store_inputs=None` stores inputs for sources without cheap random access (video, bags).
         `dtype` is float32 or float16. Frames that cannot be decoded leave their row unfilled and
@@ -307,7 +316,7 @@ class TeacherCache:
         checkpoint = None
         if teacher_checkpoint is not None:
             ckpt = Path(teacher_checkpoint)
-            checkpoint = {"path": str(ckpt.resolve()), "sha256": file_sha256(ckpt)}
+            checkpoint = {"path": str(ckpt.resolve()), "sha256": sha256_of(ckpt)}
 
         rank, world = shard
         if not 0 <= rank < world or (world > 1 and agree is None):
@@ -337,14 +346,15 @@ class TeacherCache:
                     log.info("%s: all rows of this shard already filled", root)
                     return
                 emb = np.lib.format.open_memmap(root / EMBEDDINGS_FILE, mode="r+")
+                sizes = np.lib.format.open_memmap(root / SIZES_FILE, mode="r+")
                 inp = (np.lib.format.open_memmap(root / INPUTS_FILE, mode="r+")
                        if manifest["store_inputs"] else None)
                 cls._check_disk(root, len(todo), emb, inp)
                 record = (root / MANIFEST_FILE) if world == 1 else (
                     root / f"{_SHARD_PREFIX}{rank}.json")
                 cls._fill(root, manifest, keys, filled, todo, source, encode_fn, preprocess_fn,
-                          batch_size, emb, inp, progress, record)
-                del emb, inp  # close the writable maps before reopening read-only
+                          batch_size, emb, sizes, inp, progress, record)
+                del emb, sizes, inp  # close the writable maps before reopening read-only
 
             _agreed(agree, fill, "encoding its shard")
             if world > 1:
@@ -384,7 +394,7 @@ class TeacherCache:
         manifest.update(filled=_to_ranges(filled), n_filled=int(filled.sum()),
                         unreadable=[k for k in unreadable if not filled[row_of[k]]],
                         updated=_now())
-        _write_json_atomic(root / MANIFEST_FILE, manifest)
+        atomic_write_json(root / MANIFEST_FILE, manifest)
         for path in records:  # only once the manifest holds what they said
             path.unlink()
 
@@ -392,6 +402,8 @@ class TeacherCache:
     def _check_resumable(root: Path, wanted: dict[str, Any], keys: list[str]) -> dict[str, Any]:
         have = json.loads((root / MANIFEST_FILE).read_text())
         advice = "use another output directory, or delete this one to rebuild"
+        if have.get("format_version") != wanted["format_version"]:
+            raise CacheError(_format_advice(root, have.get("format_version")))
         if have.get("teacher_id") != wanted["teacher_id"]:
             raise TeacherMismatchError(
                 f"{root} holds embeddings of teacher {have.get('teacher_id')!r}, not "
@@ -423,17 +435,19 @@ class TeacherCache:
         n, s = len(keys), wanted["input_size"]
         emb = np.lib.format.open_memmap(root / EMBEDDINGS_FILE, mode="w+", dtype=wanted["dtype"],
                                         shape=(n, *wanted["embedding_shape"]))
+        sizes = np.lib.format.open_memmap(root / SIZES_FILE, mode="w+", dtype=np.int32,
+                                          shape=(n, 2))
         inp = None
         if wanted["store_inputs"]:
             inp = np.lib.format.open_memmap(root / INPUTS_FILE, mode="w+", dtype=np.uint8,
                                             shape=(n, s, s, 3))
         elif (root / INPUTS_FILE).exists():
             (root / INPUTS_FILE).unlink()
-        _write_json_atomic(root / KEYS_FILE, keys)
+        atomic_write_json(root / KEYS_FILE, keys)
         manifest = {**wanted, "source": source.describe(), "filled": [], "n_filled": 0,
                     "unreadable": [], "created": _now(), "updated": _now()}
-        del emb, inp  # sparse files of the right size; ranks open their own maps
-        _write_json_atomic(root / MANIFEST_FILE, manifest)
+        del emb, sizes, inp  # sparse files of the right size; ranks open their own maps
+        atomic_write_json(root / MANIFEST_FILE, manifest)
 
     @staticmethod
     def _check_disk(root: Path, rows: int, emb: np.ndarray, inp: np.ndarray | None) -> None:
@@ -448,7 +462,7 @@ class TeacherCache:
     @staticmethod
     def _fill(root: Path, manifest: dict[str, Any], keys: list[str], filled: np.ndarray,
               todo: list[str], source: FrameSource, encode_fn: EncodeFn,
-              preprocess_fn: PreprocessFn, batch_size: int, emb: np.ndarray,
+              preprocess_fn: PreprocessFn, batch_size: int, emb: np.ndarray, sizes: np.ndarray,
               inp: np.ndarray | None, progress: bool, record: Path) -> None:
         from tqdm import tqdm
 
@@ -458,6 +472,7 @@ class TeacherCache:
         emb_shape = tuple(manifest["embedding_shape"])
         batch_rows: list[int] = []
         batch_inputs: list[np.ndarray] = []
+        batch_sizes: list[tuple[int, int]] = []
         written: set[str] = set()
 
         def save(unreadable: list[str] | None = None) -> None:
@@ -467,11 +482,12 @@ class TeacherCache:
             if unreadable is not None:
                 manifest["unreadable"] = unreadable
             manifest["updated"] = _now()
-            _write_json_atomic(record, manifest if record.name == MANIFEST_FILE else {
+            atomic_write_json(record, manifest if record.name == MANIFEST_FILE else {
                 k: manifest.get(k, []) for k in ("filled", "unreadable", "updated")})
 
         def flush_batch() -> None:
-            out = _as_numpy(encode_fn(np.stack(batch_inputs)))
+            batch_hw = np.asarray(batch_sizes, np.int32).reshape(-1, 2)
+            out = _as_numpy(encode_fn(np.stack(batch_inputs), batch_hw))
             if out.shape != (len(batch_rows), *emb_shape):
                 raise CacheError(f"encode_fn returned shape {out.shape} for a batch of "
                                  f"{len(batch_rows)}, expected {(len(batch_rows), *emb_shape)}")
@@ -481,10 +497,12 @@ class TeacherCache:
                 raise CacheError(f"non-finite {emb.dtype} embeddings for {bad}")
             for j, r in enumerate(batch_rows):
                 emb[r] = out[j]
+                sizes[r] = batch_hw[j]
                 if inp is not None:
                     inp[r] = batch_inputs[j]
             # Data reaches the disk before the manifest claims it does.
             emb.flush()
+            sizes.flush()
             if inp is not None:
                 inp.flush()
             filled[batch_rows] = True
@@ -492,6 +510,7 @@ class TeacherCache:
             bar.update(len(batch_rows))
             batch_rows.clear()
             batch_inputs.clear()
+            batch_sizes.clear()
 
         frame: Frame
         done = int(filled.sum())  # in a parallel build: the rows before this run's shards
@@ -503,13 +522,18 @@ class TeacherCache:
                 if r is None or frame.key not in todo_set:
                     raise CacheError(f"source yielded unexpected key {frame.key!r}; is it "
                                      "deterministic?")
-                x = preprocess_fn(frame.image)
+                x, hw = preprocess_fn(frame.image)
                 if not (isinstance(x, np.ndarray) and x.dtype == np.uint8
                         and x.shape == (size, size, 3)):
                     raise CacheError(f"preprocess_fn must return uint8 {(size, size, 3)}, got "
                                      f"{getattr(x, 'dtype', type(x))}{getattr(x, 'shape', '')}")
+                h, w = (int(v) for v in hw)
+                if not (0 < h <= size and 0 < w <= size) or x[h:].any() or x[:, w:].any():
+                    raise CacheError(f"preprocess_fn returned size {(h, w)} for {frame.key!r}; "
+                                     f"the input must be zero outside it (within {size})")
                 batch_rows.append(r)
                 batch_inputs.append(x)
+                batch_sizes.append((h, w))
                 written.add(frame.key)
                 if len(batch_rows) == batch_size:
                     flush_batch()

@@ -22,16 +22,14 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from mobilesam_ros.core.io.checkpoints import (CheckpointError, load_image_encoder, load_state_dict,
-                                            sniff_format)
+from mobilesam_ros.core.io.checkpoints import (V2_PROMPT_KEYS, CheckpointError, load_image_encoder,
+                                               load_state_dict, load_strict, sniff_format,
+                                               strip_prefix)
 from mobilesam_ros.core.modeling.image_encoder_vit import VIT_CONFIGS, build_image_encoder_vit
-from mobilesam_ros.core.modeling.mask_decoder import MaskDecoder
-from mobilesam_ros.core.modeling.prompt_encoder import PromptEncoder
-from mobilesam_ros.core.modeling.transformer import TwoWayTransformer
+from mobilesam_ros.core.modeling.sam import build_sam_decoder
 
 PathLike = str | os.PathLike
 DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
-_V2_PROMPT_KEYS = ("PromtEncoder", "PromptEncoder")  # the official v2 file spells it "Promt"
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
 
 
@@ -48,11 +46,6 @@ class Teacher:
     encoder: nn.Module
     kind: str
     decoder_state: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def _strip(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    return {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and
-            k.startswith(prefix)}
 
 
 def _is_vit(enc: Mapping[str, Any]) -> bool:
@@ -78,19 +71,11 @@ def identify_vit(enc: Mapping[str, Any]) -> str:
 
 def _load_strict(module: nn.Module, state: Mapping[str, Any], what: str, path: PathLike,
                  assign: bool = False) -> None:
-    """Strict load that names the offending keys instead of torch's wall of text."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items()
-              if isinstance(state.get(k), torch.Tensor) and state[k].shape != v.shape]
-    problems = [f"{len(lst)} {name} (e.g. {', '.join(lst[:3])})" for name, lst in
-                (("missing keys", missing), ("unexpected keys", unexpected),
-                 ("shape mismatches", shapes)) if lst]
-    if problems:
-        raise TeacherError(f"{os.fspath(path)} does not hold a {what}: " + "; ".join(problems))
-    module.load_state_dict(state, strict=True, assign=assign)
+    """`checkpoints.load_strict`, its error raised as a TeacherError."""
+    try:
+        load_strict(module, state, what, path, assign=assign)
+    except CheckpointError as e:
+        raise TeacherError(str(e)) from None
 
 
 def _load_vit(enc: Mapping[str, Any], path: PathLike) -> tuple[nn.Module, str]:
@@ -118,7 +103,7 @@ def load_teacher(path: PathLike) -> Teacher:
     if fmt == "v2_encoder":
         enc = dict(state["model"])
     elif any(isinstance(k, str) and k.startswith("image_encoder.") for k in state):
-        enc = _strip(state, "image_encoder.")
+        enc = strip_prefix(state, "image_encoder.")
     elif fmt in ("mobile_sam", "v2_decoder"):
         raise TeacherError(f"{os.fspath(path)} holds a prompt encoder / mask decoder but no image "
                            "encoder; pass it as the decoder, and an encoder file as the teacher")
@@ -147,7 +132,7 @@ def decoder_state_from_file(path: PathLike) -> dict[str, torch.Tensor]:
     """`prompt_encoder.*` + `mask_decoder.*` tensors from a SAM / MobileSAM flat checkpoint or a
     MobileSAMv2 prompt-guided decoder file (`{'PromtEncoder': ..., 'MaskDecoder': ...}`)."""
     state = load_state_dict(path)
-    prompt_key = next((k for k in _V2_PROMPT_KEYS if k in state), None)
+    prompt_key = next((k for k in V2_PROMPT_KEYS if k in state), None)
     if prompt_key is not None and isinstance(state.get("MaskDecoder"), Mapping):
         out = {"prompt_encoder." + k: v for k, v in state[prompt_key].items()}
         out.update({"mask_decoder." + k: v for k, v in state["MaskDecoder"].items()})
@@ -163,12 +148,7 @@ def build_decoder(decoder_state: Mapping[str, torch.Tensor], source: PathLike = 
                   ) -> tuple[nn.Module, nn.Module]:
     """(PromptEncoder, MaskDecoder) in eval mode, strictly loaded from `decoder_state`
     (`prompt_encoder.*` + `mask_decoder.*`, SAM's architecture shared by all SAM variants)."""
-    # SAM's decoder hyperparameters, identical in SAM ViT-B/L/H, MobileSAM and MobileSAMv2.
-    pe = PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024),
-                       mask_in_chans=16)
-    md = MaskDecoder(transformer_dim=256, transformer=TwoWayTransformer(
-        depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8), num_multimask_outputs=3,
-        iou_head_depth=3, iou_head_hidden_dim=256)
-    _load_strict(pe, _strip(decoder_state, "prompt_encoder."), "SAM prompt encoder", source)
-    _load_strict(md, _strip(decoder_state, "mask_decoder."), "SAM mask decoder", source)
+    pe, md = build_sam_decoder()
+    _load_strict(pe, strip_prefix(decoder_state, "prompt_encoder."), "SAM prompt encoder", source)
+    _load_strict(md, strip_prefix(decoder_state, "mask_decoder."), "SAM mask decoder", source)
     return pe.eval().requires_grad_(False), md.eval().requires_grad_(False)

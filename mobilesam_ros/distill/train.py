@@ -1,7 +1,8 @@
 """Decoupled distillation (MobileSAM): train a TinyViT-5M encoder on a teacher's embeddings.
 
 1. The teacher encodes every frame once into a TeacherCache (memory-mapped (N, 256, 64, 64)
-   embeddings + the (N, 1024, 1024, 3) uint8 inputs, resized and padded exactly as at inference).
+   embeddings + the (N, 1024, 1024, 3) uint8 inputs, resized and padded exactly as at inference,
+   + the (N, 2) resized (h, w) of each input).
 2. The student (TinyViT-5M, fresh and seeded, or initialised from a checkpoint) learns to
    reproduce the embeddings with a plain MSE: AdamW, linear warm-up + cosine decay, mixed
    precision (fp16 autocast + GradScaler) on CUDA. SAM's prompt encoder and mask decoder are not
@@ -10,196 +11,27 @@
    masks decoded by the same decoder from teacher vs student embeddings (`validate.py`).
 4. The student is written as an official `mobile_sam.pt` (`state.py`).
 
-Everything lives in a work directory (cache, `train_state.pt`, logs, `loss.png`); `resume=True`
-continues an interrupted run from its last saved step (model, optimizer, schedule, AMP scaler,
-RNG) with the same data order, so it computes what an uninterrupted run computes (up to float
-round-off: TinyViT's attention-bias gradient is accumulated in a nondeterministic order on CPU).
+`Trainer` holds the run's state explicitly (plan, model, optimizer, progress); `distill` is
+plan -> resume -> run. Everything lives in a work directory (cache, `train_state.pt`, logs,
+`loss.png`); `resume=True` continues an interrupted run from its last saved step (model,
+optimizer, schedule, AMP scaler, RNG) with the same data order, so it computes what an
+uninterrupted run computes (up to float round-off: TinyViT's attention-bias gradient is
+accumulated in a nondeterministic order on CPU).
 Ctrl-C finishes the current step, saves, and stops.
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import hashlib
-import logging
-import math
-import signal
-import threading
-import time
-import warnings
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+from mobilesam_ros.distill.config import (DistillConfig, DistillInputError, DistillResult,
+                                          check_config)
+from mobilesam_ros.distill.distributed import init_distributed, shutdown_distributed
+from mobilesam_ros.distill.schedule import BatchPlan, lr_factor
+from mobilesam_ros.distill.student import calibrate_batchnorm
+from mobilesam_ros.distill.trainer import Trainer, TrainPlan
 
-from mobilesam_ros.core.io.checkpoints import load_image_encoder
-from mobilesam_ros.core.modeling.tiny_vit import build_tiny_vit_5m
-from mobilesam_ros.distill.config import (RUN_IDENTITY, DistillConfig, DistillInputError,
-                                          DistillResult, check_config)
-from mobilesam_ros.distill.data import split_keys
-from mobilesam_ros.distill.distributed import (DistEnv, all_mean, check_global_batch,
-                                               convert_sync_batchnorm, init_distributed,
-                                               local_rows, shutdown_distributed)
-from mobilesam_ros.distill.inputs import HFLIP_SUFFIX, base_key, model_input
-from mobilesam_ros.distill.prepare import prepare_cache
-from mobilesam_ros.distill.report import PLOT, plot_history, write_logs
-from mobilesam_ros.distill.state import (TRAIN_STATE, export_student, load_train_state,
-                                         restore_rng, save_train_state)
-from mobilesam_ros.distill.teachers import build_decoder
-from mobilesam_ros.distill.validate import evaluate
-
-__all__ = ["DistillConfig", "DistillInputError", "DistillResult", "calibrate_batchnorm",
-           "distill", "lr_factor"]
-
-log = logging.getLogger(__name__)
-
-def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """LR multiplier for 0-based optimizer step `step`: linear warm-up, then cosine to min_ratio."""
-    if step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
-
-
-def _subset(rows: list[int], n: int) -> list[int]:
-    """At most n rows, evenly spaced (deterministic)."""
-    if len(rows) <= n:
-        return list(rows)
-    return [rows[int(i)] for i in np.linspace(0, len(rows) - 1, n).round()]
-
-
-@dataclasses.dataclass
-class BatchPlan:
-    """The run's data order, the same for any number of processes: epoch e is the permutation of
-    `rows` seeded by (seed, e), cut into global batches of `batch_size` (the last may be smaller).
-
-    The data position is counted in global samples, so a state written by N processes resumes
-    on M: `samples_before(step)` and `step_at(samples)` convert between the two."""
-
-    rows: list[int]
-    batch_size: int
-    seed: int
-
-    def __post_init__(self) -> None:
-        self.per_epoch = math.ceil(len(self.rows) / self.batch_size)
-        self._perm: tuple[int, list[int]] | None = None
-
-    def batch(self, step: int) -> list[int]:
-        """Cache rows of 0-based optimizer step `step` (the global batch)."""
-        epoch, pos = divmod(step, self.per_epoch)
-        if self._perm is None or self._perm[0] != epoch:  # depends on (seed, epoch) only
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = (epoch, [self.rows[i] for i in torch.randperm(len(self.rows),
-                                                                      generator=g)])
-        return self._perm[1][pos * self.batch_size:(pos + 1) * self.batch_size]
-
-    def samples_before(self, step: int) -> int:
-        """Training samples consumed by the first `step` optimizer steps."""
-        epoch, pos = divmod(step, self.per_epoch)
-        return epoch * len(self.rows) + min(pos * self.batch_size, len(self.rows))
-
-    def step_at(self, samples: int) -> int:
-        """The optimizer step that starts at data position `samples` (ValueError if none does)."""
-        epoch, offset = divmod(samples, len(self.rows))
-        step = epoch * self.per_epoch + math.ceil(offset / self.batch_size)
-        if self.samples_before(step) != samples:
-            raise ValueError(f"data position {samples} is not at a batch boundary")
-        return step
-
-
-def _build_student(cfg: DistillConfig, device: torch.device) -> nn.Module:
-    torch.manual_seed(cfg.seed)  # a fresh student's init is part of the run's identity
-    student = load_image_encoder(cfg.init) if cfg.init else build_tiny_vit_5m()
-    return student.to(device)
-
-
-def _set_train_mode(student: nn.Module, bn_frozen: bool) -> None:
-    student.train()
-    if bn_frozen:  # small batches: keep the running statistics the checkpoint came with
-        for m in student.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-
-
-@torch.no_grad()
-def calibrate_batchnorm(model: nn.Module, batches: Iterator[torch.Tensor]) -> None:
-    """Set every BatchNorm's running mean/var to the plain average over `batches` (model inputs).
-
-    A fresh TinyViT's running statistics are (0, 1) while its activations are far from that, so in
-    eval mode it starts nearly blind to the image, and the slow running average hides progress
-    for the first hundreds of steps; measured statistics remove both effects.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    saved = [(m.momentum, m.training) for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
-        m.train()
-    try:
-        for x in batches:
-            model(x)
-    finally:
-        for m, (momentum, training) in zip(bns, saved):
-            m.momentum = momentum
-            m.train(training)
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # No decay on norms, biases and TinyViT's attention biases (1-D or bias-like tensors).
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 or name.endswith("attention_biases") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _wrap_ddp(student: nn.Module, device: torch.device) -> nn.Module:
-    """`student` (its optimizer already built) as a DistributedDataParallel module whose
-    BatchNorm statistics span the global batch; `student` stays the module that is validated
-    and saved (same parameters, same state-dict keys)."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    # TinyViT's ImageNet head is never run; DDP would wait forever for its gradients. AdamW
-    # skipped it anyway (no gradient), so the optimizer state keeps the same layout.
-    for p in (*student.norm_head.parameters(), *student.head.parameters()):
-        p.requires_grad_(False)
-    convert_sync_batchnorm(student)
-    # Depthwise conv weights (C, 1, k, k): their gradients' stride along the size-1 dimension
-    # differs from the bucket's, which changes no memory layout; DDP warns on every rank anyway.
-    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    # Buffers (BatchNorm running statistics, calibrated on rank 0) are broadcast once here; not
-    # before every forward: every rank updates them identically from the synchronised (or
-    # frozen) statistics, so re-broadcasting would only cost time.
-    return DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda"
-                                   else None, forward_sync_buffers=False)
-
-
-@contextlib.contextmanager
-def _deferred_sigint() -> Iterator[dict[str, bool]]:
-    """Ctrl-C sets a flag checked between steps (a second Ctrl-C interrupts at once)."""
-    flag = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum, frame):  # noqa: ARG001
-        flag["stop"] = True
-        signal.signal(signal.SIGINT, previous)
-        log.warning("interrupt: finishing this step, saving, then stopping (again to abort)")
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
+__all__ = ["BatchPlan", "DistillConfig", "DistillInputError", "DistillResult", "TrainPlan",
+           "Trainer", "calibrate_batchnorm", "distill", "lr_factor"]
 
 
 def distill(cfg: DistillConfig, on_step: Callable[[int, float], None] | None = None
@@ -219,200 +51,9 @@ def distill(cfg: DistillConfig, on_step: Callable[[int, float], None] | None = N
     check_config(cfg)
     env, device, created = init_distributed(cfg.device)
     try:
-        return _distill(cfg, on_step, env, device)
+        trainer = Trainer(cfg, env, device)
+        trainer.plan()
+        trainer.resume()
+        return trainer.run(on_step)
     finally:
         shutdown_distributed(created)
-
-
-def _distill(cfg: DistillConfig, on_step: Callable[[int, float], None] | None, env: DistEnv,
-             device: torch.device) -> DistillResult:
-    out = Path(cfg.out)
-    work = Path(cfg.work_dir) if cfg.work_dir else out.with_name(out.stem + "_distill")
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else work / "teacher_cache"
-    state_path = work / TRAIN_STATE
-    if state_path.exists() and not cfg.resume:
-        raise DistillInputError(f"{work} already holds a training run ({TRAIN_STATE}); resume it "
-                                "(--resume) or use another work directory")
-    check_global_batch(cfg.batch_size, env)
-    use_amp = cfg.amp and device.type == "cuda"
-    main = env.is_main
-    prepared = prepare_cache(cfg, cache_dir, device, env=env)
-    cache, sizes, decoder_state = prepared.cache, prepared.sizes, prepared.decoder_state
-    work.mkdir(parents=True, exist_ok=True)
-
-    # ---- split: by source frame, so a frame and its mirror never sit on both sides
-    keys = cache.keys
-    filled = [int(i) for i in cache.indices]
-    bases = list(dict.fromkeys(base_key(keys[i]) for i in filled))
-    train_b, val_b = split_keys(bases, cfg.val_fraction, cfg.split_seed)
-    train_set, val_set = set(train_b), set(val_b)
-    train_rows = [i for i in filled if base_key(keys[i]) in train_set]
-    val_rows = [i for i in filled if keys[i] in val_set]  # unmirrored held-out frames
-    if not train_rows:
-        raise DistillInputError(f"no training frames left after holding out {len(val_b)} "
-                                f"(val_fraction {cfg.val_fraction}); add frames")
-    if cfg.val_fraction > 0 and not val_rows:
-        log.warning("val_fraction %.3g held out no frame of %d; validating on training frames "
-                    "only", cfg.val_fraction, len(bases))
-    bs = cfg.batch_size
-    plan = BatchPlan(train_rows, bs, cfg.seed)
-    per_epoch = plan.per_epoch
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(500, total // 20)
-    val_every = cfg.val_every or per_epoch
-    ckpt_every = cfg.checkpoint_every or per_epoch
-    if main:
-        log.info("%d training rows (%d frames), %d held-out frames, %d steps of batch %d on %s%s",
-                 len(train_rows), len(train_b), len(val_rows), total, bs,
-                 f"{env.world_size} processes ({device.type}, {bs // env.world_size} each)"
-                 if env.distributed else device, " (fp16 autocast)" if use_amp else "")
-
-    # ---- student, optimizer, schedule
-    student = _build_student(cfg, device)
-    bn_frozen = cfg.bn == "frozen" or (cfg.bn == "auto" and cfg.init is not None)
-    optimizer = torch.optim.AdamW(_param_groups(student, cfg.weight_decay), lr=cfg.lr,
-                                  betas=(0.9, 0.999))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total, warmup, cfg.min_lr_ratio))
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    identity = {k: (str(Path(v).resolve()) if k in ("teacher", "data", "init") and v else v)
-                for k, v in dataclasses.asdict(cfg).items() if k in RUN_IDENTITY}
-    # The frames themselves (a rebuilt cache of a changed folder would move the split).
-    identity["frames_sha256"] = hashlib.sha256("\0".join(keys[i] for i in filled).encode()
-                                               ).hexdigest()
-    step, steps_log, validations = 0, [], []
-    if state_path.exists():
-        st = load_train_state(state_path)
-        changed = {k: (st["config"].get(k), v) for k, v in identity.items()
-                   if st["config"].get(k) != v}
-        if changed:
-            raise DistillInputError(f"cannot resume {state_path}: options changed "
-                                    + ", ".join(f"{k}: {a!r} -> {b!r}"
-                                                for k, (a, b) in changed.items()))
-        student.load_state_dict(st["student"])
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        if st["scaler"]:  # empty when saved without AMP (e.g. a CPU run resumed on a GPU)
-            scaler.load_state_dict(st["scaler"])
-        restore_rng(st)
-        # The position is kept in global samples (states before it existed: the step count).
-        samples = int(st.get("samples", plan.samples_before(int(st["step"]))))
-        step = plan.step_at(samples)
-        if step != int(st["step"]):
-            raise DistillInputError(f"{state_path}: step {st['step']} but data position "
-                                    f"{samples} (step {step}); the file is inconsistent")
-        steps_log = st["history"]["steps"]
-        validations = st["history"]["validations"]
-        if main:
-            log.info("resuming %s at step %d of %d (sample %d; saved by %d process(es), now %d)",
-                     work, step, total, samples, int(st.get("world_size", 1)), env.world_size)
-
-    inputs, targets = cache.inputs, cache.embeddings
-    size_of = [sizes.get(k) for k in keys]
-    train_eval = _subset([r for r in train_rows if not keys[r].endswith(HFLIP_SUFFIX)],
-                         cfg.train_eval_frames)
-    val_eval = _subset(val_rows, cfg.val_frames)
-    decoder = tuple(m.to(device) for m in build_decoder(decoder_state, cfg.decoder or cfg.teacher))
-
-    def validate(at: int) -> None:
-        tr = evaluate(student, inputs, targets, train_eval, [size_of[r] for r in train_eval],
-                      device, bs, use_amp)
-        rec: dict[str, Any] = {"step": at, "train_mse": tr.mse, "train_frames": tr.n_frames}
-        if val_eval:
-            va = evaluate(student, inputs, targets, val_eval, [size_of[r] for r in val_eval],
-                          device, bs, use_amp, decoder, cfg.points_per_side)
-            rec.update(val_mse=va.mse, val_mask_iou=va.mask_iou, val_frames=va.n_frames,
-                       val_masks=va.n_masks)
-        validations.append(rec)
-        log.info("validation at step %d: %s", at, ", ".join(
-            f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items()))
-        _set_train_mode(student, bn_frozen)
-
-    def history() -> dict[str, Any]:
-        return {"steps": steps_log, "validations": validations}
-
-    def save(at: int) -> None:
-        if not main:
-            return
-        save_train_state(state_path, student=student, optimizer=optimizer, scheduler=scheduler,
-                         scaler=scaler, step=at, config=identity, history=history(),
-                         samples=plan.samples_before(at), world_size=env.world_size)
-        write_logs(work, steps_log, validations)
-        plot_history(work / PLOT, steps_log, validations, total)
-
-    from tqdm import tqdm
-
-    if step == 0 and cfg.init is None and main:  # DDP's constructor broadcasts rank 0's result
-        calib = train_eval or train_rows[:8]
-        student.eval()
-        calibrate_batchnorm(student, (model_input(inputs[[r]], [size_of[r]], device)
-                                      for r in calib))
-    if not validations and main:
-        validate(0)
-    model = _wrap_ddp(student, device) if env.distributed else student
-    _set_train_mode(student, bn_frozen)
-    bar = tqdm(total=total, initial=step, unit="step", desc="distill",
-               disable=not (cfg.progress and main))
-    t0 = time.monotonic()
-    consistent = True  # False while an optimizer step is half done
-    try:
-        with _deferred_sigint() as sigint:
-            while step < total:
-                consistent = False
-                rows, weight = local_rows(plan.batch(step), env)
-                x = model_input(inputs[rows], [size_of[r] for r in rows], device)
-                tgt = torch.from_numpy(np.asarray(targets[rows], np.float32)).to(device)
-                with torch.autocast(device.type, torch.float16, enabled=use_amp):
-                    pred = model(x)
-                loss = F.mse_loss(pred.float(), tgt)
-                if weight != 1.0:  # this rank's share of the global batch mean (distributed.py)
-                    loss = loss * weight
-                # The global batch's loss, and whether any rank was interrupted (so all ranks
-                # stop after the same step): one small all-reduce.
-                value, stop_votes = all_mean([loss.detach().item(), float(sigint["stop"])], env)
-                if not math.isfinite(value) and not use_amp:
-                    raise FloatingPointError(f"non-finite loss at step {step}; lower the lr")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                step += 1
-                consistent = True
-                steps_log.append({"step": step, "epoch": (step - 1) // per_epoch, "lr": lr,
-                                  "loss": value})
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2g}")
-                if (step % val_every == 0 or step == total) and main:
-                    validate(step)
-                if step % ckpt_every == 0 and step < total:  # the end is saved below
-                    save(step)
-                if on_step is not None:
-                    on_step(step, value)
-                if stop_votes > 0 if env.distributed else sigint["stop"]:
-                    raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        if consistent:  # between steps (on_step, first Ctrl-C): save where we are
-            save(step)
-            if main:
-                log.warning("stopped at step %d of %d; saved %s (resume to continue)", step,
-                            total, state_path)
-        elif main:
-            log.warning("aborted inside step %d; %s holds the last saved step", step + 1,
-                        state_path)
-        raise
-    finally:
-        bar.close()
-    if main:
-        if validations[-1]["step"] != step:
-            validate(step)
-        save(step)
-        export_student(out, student, decoder_state)
-        log.info("wrote %s after %d steps (%.0f s this run); logs and %s in %s", out, step,
-                 time.monotonic() - t0, PLOT, work)
-    return DistillResult(out, work, cache_dir, step, train_b, val_b, validations, steps_log,
-                         rank=env.rank)

@@ -20,8 +20,11 @@ ALLOWED = {
     "modeling": set(),  # nn.Modules only: nothing of pre/post-processing or running
     "runtime": {"io", "modeling", "ops", "structures", "config"},
     "engine": {"io", "modeling", "ops", "structures", "runtime", "config"},
-    "config": set(),  # every default (core/config.py): a leaf, standard library only
+    "config": set(),  # every default (core/config.py): standard library only
+    "errors": set(),  # the user-error types (core/errors.py): a leaf every layer may raise
 }
+for _deps in ALLOWED.values():
+    _deps.add("errors")
 
 
 def _modules() -> dict[str, str]:

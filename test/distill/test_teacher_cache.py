@@ -27,13 +27,18 @@ FRAMES = (0, 9, 18, 27, 36)  # 5 frames, batch 2 -> two full batches and a parti
 
 
 def preprocess(rgb):
-    """Test stand-in for the real transform: longest side -> 1024, pad bottom/right with 0."""
+    """Test stand-in for the real transform: longest side -> 1024, pad bottom/right with 0;
+    returns (input, (h, w) of the resized image)."""
     h, w = rgb.shape[:2]
     scale = S / max(h, w)
     nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
     out = np.zeros((S, S, 3), np.uint8)
     out[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    return out
+    return out, (nh, nw)
+
+
+def image(rgb):
+    return preprocess(rgb)[0]
 
 
 class PatchTeacher:
@@ -48,6 +53,7 @@ class PatchTeacher:
         self.bias = torch.randn(256, generator=g)
         self.calls = 0
         self.seen = []  # sha1 of each input image, in call order
+        self.sizes = []  # the (h, w) handed over with each input
         self.fail_after_calls = fail_after_calls
 
     def embed_one(self, img_u8):
@@ -56,11 +62,13 @@ class PatchTeacher:
         with torch.no_grad():
             return torch.nn.functional.conv2d(x, self.weight, self.bias, stride=16)[0]
 
-    def __call__(self, batch):
+    def __call__(self, batch, sizes):
         if self.fail_after_calls is not None and self.calls >= self.fail_after_calls:
             raise RuntimeError("simulated crash")
         self.calls += 1
         assert batch.dtype == np.uint8 and batch.shape[1:] == (S, S, 3)
+        assert sizes.dtype == np.int32 and sizes.shape == (len(batch), 2)
+        self.sizes += [tuple(int(v) for v in hw) for hw in sizes]
         self.seen += [hashlib.sha1(b.tobytes()).hexdigest() for b in batch]
         return torch.stack([self.embed_one(b) for b in batch])
 
@@ -76,7 +84,7 @@ def frames_rgb():
 def expected(frames_rgb):
     """Embeddings computed without the cache: cv2.imread -> preprocess -> teacher, per image."""
     t = PatchTeacher()
-    return {k: t.embed_one(preprocess(im)).numpy() for k, im in frames_rgb.items()}
+    return {k: t.embed_one(image(im)).numpy() for k, im in frames_rgb.items()}
 
 
 @pytest.fixture
@@ -115,6 +123,10 @@ def test_build_contents_and_manifest(tmp_path, folder, checkpoint, expected):
     assert cache.index_of("000018.jpg") == 2
     assert [k for k, _ in cache] == keys
     assert not cache.has_inputs and not (tmp_path / "cache" / "inputs.npy").exists()  # folder
+    # every frame is 640x480: longest side 1024 -> (768, 1024) inside the input, kept per row
+    assert teacher.sizes == [(768, 1024)] * 5
+    np.testing.assert_array_equal(np.load(tmp_path / "cache" / "sizes.npy"), [[768, 1024]] * 5)
+    assert cache.image_size(2) == (768, 1024)
     with pytest.raises(CacheError, match="stores no inputs"):
         cache.input_image(0)
 
@@ -162,8 +174,9 @@ def test_resume_fills_only_missing_rows(tmp_path, folder, frames_rgb, expected, 
 
     resumed = PatchTeacher()
     cache = _build(out, ImageFolderSource(folder), resumed)
-    missing_input = hashlib.sha1(preprocess(frames_rgb["000036.jpg"]).tobytes()).hexdigest()
+    missing_input = hashlib.sha1(image(frames_rgb["000036.jpg"]).tobytes()).hexdigest()
     assert resumed.calls == 1 and resumed.seen == [missing_input]
+    assert resumed.sizes == [(768, 1024)] and cache.image_size(4) == (768, 1024)
     assert cache.complete
     for k, emb in cache:
         np.testing.assert_array_equal(emb, expected[k])
@@ -208,7 +221,7 @@ def test_video_source_stores_inputs_by_default_float16(tmp_path, frames_rgb):
     assert cache.has_inputs and cache.embeddings.dtype == np.float16 and cache.complete
     assert cache.keys == ["frame_000000", "frame_000001", "frame_000002"]
     for i, img in enumerate(decoded):
-        x = preprocess(img)
+        x = image(img)
         np.testing.assert_array_equal(cache.input_image(i), x)
         assert cache.input_image(i).shape == (S, S, 3)
         want = teacher.embed_one(x).numpy()
@@ -232,14 +245,34 @@ def test_unreadable_frame_leaves_row_unfilled(tmp_path, folder, expected, caplog
 def test_bad_encoder_or_preprocess_output(tmp_path, folder):
     src = ImageFolderSource(folder)
     with pytest.raises(CacheError, match=r"encode_fn returned shape \(2, 256, 32, 32\)"):
-        _build(tmp_path / "a", src, lambda b: np.zeros((len(b), 256, 32, 32), np.float32))
+        _build(tmp_path / "a", src, lambda b, s: np.zeros((len(b), 256, 32, 32), np.float32))
     with pytest.raises(CacheError, match="non-finite"):
-        _build(tmp_path / "b", src, lambda b: np.full((len(b), 256, 64, 64), np.nan, np.float32))
+        _build(tmp_path / "b", src, lambda b, s: np.full((len(b), 256, 64, 64), np.nan,
+                                                         np.float32))
     with pytest.raises(CacheError, match="preprocess_fn must return uint8"):
         TeacherCache.build(tmp_path / "c", src, PatchTeacher(), 2, "t", progress=False,
-                           preprocess_fn=lambda im: preprocess(im).astype(np.float32))
+                           preprocess_fn=lambda im: (image(im).astype(np.float32), (768, 1024)))
+    # a size that leaves image content outside it: the rows would be normalised wrongly
+    with pytest.raises(CacheError, match=r"size \(700, 1024\).*zero outside"):
+        TeacherCache.build(tmp_path / "d", src, PatchTeacher(), 2, "t", progress=False,
+                           preprocess_fn=lambda im: (image(im), (700, 1024)))
     with pytest.raises(CacheError, match="not a teacher cache"):
         TeacherCache.open(tmp_path / "nothing")
+
+
+def test_format_1_cache_is_refused_with_advice(tmp_path, folder):
+    """A cache written before the sizes moved into it (format 1: no sizes.npy, the sizes in a
+    side file) cannot give each row's size: opening or resuming it says what to do."""
+    out = tmp_path / "cache"
+    _build(out, ImageFolderSource(folder), PatchTeacher())
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "sizes.npy").unlink()
+    for attempt in (lambda: TeacherCache.open(out),
+                    lambda: _build(out, ImageFolderSource(folder), PatchTeacher(0))):
+        with pytest.raises(CacheError, match=r"format 1, which records no image sizes.*delete"):
+            attempt()
 
 
 # ------------------------------------------------------------------ teacher cache, killed rank
@@ -263,7 +296,7 @@ def _cache_worker(rank, world, init_file, out, folder, log_dir, kill):
     calls = []
     seen = open(os.path.join(log_dir, f"encoded.{os.getpid()}.txt"), "w")
 
-    def encode(batch):
+    def encode(batch, sizes):
         if kill and rank == KILL_RANK and len(calls) == KILL_AFTER:
             os.kill(os.getpid(), signal.SIGKILL)  # k items encoded and recorded; die now
         calls.append(len(batch))
@@ -307,7 +340,7 @@ def test_killed_rank_loses_no_finished_rows(tmp_path):
     images = {}
     for name in CACHE_FRAMES:
         shutil.copy(shared_path("data", "sequence", name), folder / name)
-        images[name] = preprocess(cv2.cvtColor(cv2.imread(str(folder / name)),
+        images[name] = image(cv2.cvtColor(cv2.imread(str(folder / name)),
                                                cv2.COLOR_BGR2RGB))
     key_of = {hashlib.sha1(x.tobytes()).hexdigest(): k for k, x in images.items()}
     out = tmp_path / "cache"

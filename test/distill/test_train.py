@@ -20,10 +20,10 @@ from conftest import shared_path
 from mobilesam_ros.core.io.checkpoints import load_mobile_sam
 from mobilesam_ros.core.modeling.tiny_vit import build_tiny_vit_5m
 from mobilesam_ros.core.ops.transforms import preprocess_image
-from mobilesam_ros.distill import cli
+from mobilesam_ros.cli import distill as cli
 from mobilesam_ros.distill.config import DistillConfig, DistillInputError
 from mobilesam_ros.distill.data import ImageFolderSource, split_keys
-from mobilesam_ros.distill.inputs import (HFLIP_SUFFIX, SizedSource, model_input,
+from mobilesam_ros.distill.inputs import (HFLIP_SUFFIX, MirroredSource, model_input,
                                           preprocess_frame, resized_size)
 from mobilesam_ros.distill.prepare import prepare_cache
 from mobilesam_ros.distill.state import TRAIN_STATE, load_train_state
@@ -41,7 +41,8 @@ def rgb(path):
 
 def encode(encoder, image):
     with torch.no_grad():
-        return encoder(model_input(preprocess_frame(image)[None], [resized_size(image.shape[:2])]))
+        x, size = preprocess_frame(image)
+        return encoder(model_input(x[None], [size]))
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +57,8 @@ def frames_dir(tmp_path_factory):
 def teacher_ckpt(tmp_path_factory):
     sam = load_mobile_sam(shared_path("fixtures", "mobile_sam_seed1.pt"))
     photos = [rgb(shared_path("data", "images", n)) for n in ("bus.jpg", "zidane.jpg")]
-    calibrate_batchnorm(sam.image_encoder, (model_input(preprocess_frame(p)[None],
-                                                        [resized_size(p.shape[:2])])
-                                            for p in photos))
+    inputs = [preprocess_frame(p) for p in photos]
+    calibrate_batchnorm(sam.image_encoder, (model_input(x[None], [size]) for x, size in inputs))
     path = tmp_path_factory.mktemp("teacher") / "teacher_seed1_bn.pt"
     torch.save(sam.state_dict(), path)
     return path
@@ -84,23 +84,29 @@ def test_model_input_is_the_inference_preprocessing():
                   rgb(shared_path("data", "images", "bus.jpg"))):      # portrait 810x1080
         want, size = preprocess_image(image)
         assert resized_size(image.shape[:2]) == size
-        got = model_input(preprocess_frame(image)[None], [size])
+        x, cached_size = preprocess_frame(image)
+        assert cached_size == size
+        got = model_input(x[None], [size])
         assert torch.equal(got, want)  # padding is 0 after normalisation, not -mean/std
+        # the same by hand: normalise the resized image, zeros elsewhere
+        mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+        std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+        h, w = size
+        inside = (torch.from_numpy(x[:h, :w]).permute(2, 0, 1).float() - mean) / std
+        assert torch.equal(got[0, :, :h, :w], inside)
+        assert not got[0, :, h:].any() and not got[0, :, :, w:].any()
+    with pytest.raises(ValueError, match="2 rows but 1 sizes"):
+        model_input(np.zeros((2, 1024, 1024, 3), np.uint8), [(10, 10)])
 
 
-def test_sized_source_mirrors_and_records_sizes(frames_dir):
-    src = SizedSource(ImageFolderSource(frames_dir), hflip=True)
+def test_mirrored_source(frames_dir):
+    src = MirroredSource(ImageFolderSource(frames_dir), hflip=True)
     keys = src.keys()
     assert keys[:4] == [FRAMES[0], FRAMES[0] + HFLIP_SUFFIX, FRAMES[1], FRAMES[1] + HFLIP_SUFFIX]
     got = {f.key: f.image for f in src.frames(only={FRAMES[1] + HFLIP_SUFFIX, FRAMES[2]})}
     assert list(got) == [FRAMES[1] + HFLIP_SUFFIX, FRAMES[2]]
     np.testing.assert_array_equal(got[FRAMES[1] + HFLIP_SUFFIX],
                                   rgb(frames_dir / FRAMES[1])[:, ::-1])
-    assert src.sizes == {FRAMES[1] + HFLIP_SUFFIX: (768, 1024), FRAMES[2]: (768, 1024)}
-    batch = np.stack([preprocess_frame(im) for im in got.values()])
-    assert src.pop_sizes(batch) == [(768, 1024), (768, 1024)]
-    with pytest.raises(RuntimeError, match="more rows than frames"):
-        src.pop_sizes(batch[:1])
     assert src.describe()["hflip"] is True
 
 
@@ -111,6 +117,8 @@ def test_lr_schedule():
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, frames_dir, capsys):
+    from mobilesam_ros.__main__ import main
+
     parser = argparse.ArgumentParser(prog="mobilesam_ros")
     sub = parser.add_subparsers(dest="command")
     cli.add_parser(sub)
@@ -124,17 +132,10 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, frames_dir, capsys):
         (["--teacher", str(decoder_only), "--data", str(tmp_path)], "no images"),
     ]
     for argv, msg in cases:
-        args = parser.parse_args(["distill", *argv, "--out", str(tmp_path / "s.pt"),
-                                  "--no-progress"])
-        assert args.run(args) == 2
+        assert main(["distill", *argv, "--out", str(tmp_path / "s.pt"), "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("mobilesam_ros distill: error:") and msg in err, err
+        assert err.startswith("mobilesam_ros: error:") and msg in err, err
         assert "\n" not in err
-    # the package entry point dispatches to the same handler
-    from mobilesam_ros.__main__ import main
-    assert main(["distill", "--teacher", str(tmp_path / "none.pt"), "--data", str(frames_dir),
-                 "--out", str(tmp_path / "s.pt")]) == 2
-    assert "teacher" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ real training
@@ -267,9 +268,10 @@ def test_bag_frames_into_teacher_cache(tmp_path, teacher_ckpt):
     cache = prepared.cache
     assert cache.keys == [f"/cam/image_raw@{s}" for s in stamps] and cache.complete
     assert prepared.teacher_kind == "tiny_vit_5m" and len(prepared.decoder_state) == 137
-    assert prepared.sizes == {k: (768, 1024) for k in cache.keys}
+    # 640x480 frames: longest side 1024 -> (768, 1024), stored with each row
+    assert [cache.image_size(i) for i in range(len(cache))] == [(768, 1024)] * 2
     for i, image in enumerate(frames):
-        np.testing.assert_array_equal(cache.input_image(i), preprocess_frame(image))
+        np.testing.assert_array_equal(cache.input_image(i), preprocess_frame(image)[0])
     teacher = load_mobile_sam(teacher_ckpt).image_encoder
     np.testing.assert_allclose(cache[1][1], encode(teacher, frames[1])[0].numpy(), atol=1e-5)
     again = prepare_cache(cfg, tmp_path / "cache", torch.device("cpu"))  # reused, not rebuilt

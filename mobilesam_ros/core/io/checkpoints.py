@@ -24,7 +24,7 @@ from mobilesam_ros.core.modeling.tiny_vit import TinyViT, build_tiny_vit_5m
 
 PathLike = Union[str, "os.PathLike[str]"]
 _SHOWN = 5  # how many offending keys an error message lists per kind
-_V2_PROMPT_KEYS = ("PromtEncoder", "PromptEncoder")
+V2_PROMPT_KEYS = ("PromtEncoder", "PromptEncoder")  # the official v2 file spells it "Promt"
 _FORMATS = {
     "mobile_sam": "official flat mobile_sam.pt layout",
     "v2_encoder": "MobileSAMv2 encoder file {'model': ...}",
@@ -69,7 +69,7 @@ def sniff_format(state: Mapping[str, Any]) -> str:
     """Which checkpoint layout `state` (a loaded top-level dict) has: 'mobile_sam', 'v2_encoder',
     'v2_decoder', 'encoder' or 'unknown'. Looks at key names only; shapes are checked on load."""
     keys = [k for k in state if isinstance(k, str)]
-    if any(k in state for k in _V2_PROMPT_KEYS) and "MaskDecoder" in state:
+    if any(k in state for k in V2_PROMPT_KEYS) and "MaskDecoder" in state:
         return "v2_decoder"
     if isinstance(state.get("model"), Mapping):
         return "v2_encoder"
@@ -85,11 +85,11 @@ def load_image_encoder(path: PathLike) -> TinyViT:
     state = load_state_dict(path)
     fmt = sniff_format(state)
     if fmt == "mobile_sam":
-        state = _strip_prefix(state, "image_encoder.")
+        state = strip_prefix(state, "image_encoder.")
     elif fmt == "v2_encoder":
         state = dict(state["model"])
     encoder = build_tiny_vit_5m()
-    _load_into(encoder, state, "TinyViT-5M image encoder", path, fmt)
+    load_strict(encoder, state, "TinyViT-5M image encoder", path, fmt)
     return encoder
 
 
@@ -97,7 +97,7 @@ def load_mobile_sam(path: PathLike) -> Sam:
     """Full MobileSAM from the official flat `mobile_sam.pt` (all three parts, strict)."""
     state = load_state_dict(path)
     sam = build_mobile_sam()
-    _load_into(sam, state, "MobileSAM (vit_t)", path, sniff_format(state))
+    load_strict(sam, state, "MobileSAM (vit_t)", path, sniff_format(state))
     return sam
 
 
@@ -111,16 +111,20 @@ def load_v2(encoder_path: PathLike, decoder_path: PathLike) -> Sam:
             f"{os.fspath(decoder_path)}: not a MobileSAMv2 prompt-guided decoder file: expected top-level "
             f"keys 'PromtEncoder' and 'MaskDecoder', found {_few(list(state))} ({_FORMATS[fmt]})")
     sam = build_mobile_sam(load_image_encoder(encoder_path))
-    prompt_key = next(k for k in _V2_PROMPT_KEYS if k in state)
-    _load_into(sam.prompt_encoder, _as_state(state[prompt_key], decoder_path, prompt_key),
+    prompt_key = next(k for k in V2_PROMPT_KEYS if k in state)
+    load_strict(sam.prompt_encoder, _as_state(state[prompt_key], decoder_path, prompt_key),
                "prompt encoder", decoder_path, fmt)
-    _load_into(sam.mask_decoder, _as_state(state["MaskDecoder"], decoder_path, "MaskDecoder"),
+    load_strict(sam.mask_decoder, _as_state(state["MaskDecoder"], decoder_path, "MaskDecoder"),
                "mask decoder", decoder_path, fmt)
     return sam.eval()
 
 
-def _load_into(module: nn.Module, state: Mapping[str, Any], what: str, path: PathLike, fmt: str) -> None:
-    """Strict load with an error that names missing/unexpected keys and shape mismatches."""
+def load_strict(module: nn.Module, state: Mapping[str, Any], what: str, path: PathLike,
+                fmt: str = "", assign: bool = False) -> None:
+    """Strict load into `module` (then eval) with a CheckpointError that names missing/unexpected
+    keys and shape mismatches. `what` names the expected model, `fmt` the file's layout
+    (`sniff_format`) for the message; `assign=True` adopts the file's tensors (for a module built
+    on the meta device: no second copy of a large encoder)."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -131,15 +135,16 @@ def _load_into(module: nn.Module, state: Mapping[str, Any], what: str, path: Pat
         ("missing keys", missing), ("unexpected keys", unexpected),
         ("shape mismatches", mismatched), ("non-tensor values", not_tensor)) if lst]
     if problems:
-        raise CheckpointError(f"{os.fspath(path)} does not hold a {what} (file looks like: {_FORMATS[fmt]}): "
-                              + "; ".join(problems))
+        looks = f" (file looks like: {_FORMATS[fmt]})" if fmt else ""
+        raise CheckpointError(f"{os.fspath(path)} does not hold a {what}{looks}: " + "; ".join(problems))
     # copy_ into the float32 parameters also converts half-precision files.
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
     module.eval()
 
 
-def _strip_prefix(state: Mapping[str, Any], prefix: str) -> Dict[str, Any]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+def strip_prefix(state: Mapping[str, Any], prefix: str) -> Dict[str, Any]:
+    """The entries of `state` whose (str) key starts with `prefix`, with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
 
 
 def _as_state(value: Any, path: PathLike, key: str) -> Mapping[str, Any]:

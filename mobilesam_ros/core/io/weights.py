@@ -14,6 +14,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Optional
 
+from mobilesam_ros.core.io.atomic import atomic_path, atomic_write_text
+
 
 @dataclass(frozen=True)
 class WeightFile:
@@ -31,10 +33,11 @@ class WeightsMissing(RuntimeError):
     pass
 
 
-def sha256_of(path: str) -> str:
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, streamed (checkpoints can be GBs)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
 
@@ -62,19 +65,15 @@ def ensure(weight: WeightFile, directory: str, download: bool = True, timeout_s:
     if not download:
         raise WeightsMissing(how)
     os.makedirs(directory, exist_ok=True)
-    tmp = path + ".part"
     try:
-        with urllib.request.urlopen(weight.url, timeout=timeout_s) as r, open(tmp, "wb") as f:
-            while block := r.read(1 << 20):
-                f.write(block)
-        _check_loads(tmp)
+        with atomic_path(path) as tmp:  # only a file that loads gets the real name
+            with urllib.request.urlopen(weight.url, timeout=timeout_s) as r, open(tmp, "wb") as f:
+                while block := r.read(1 << 20):
+                    f.write(block)
+            _check_loads(str(tmp))
     except Exception as exc:  # noqa: BLE001  any network/format failure ends in the same advice
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise WeightsMissing(f"{how}\n(automatic download failed: {type(exc).__name__}: {exc})") from exc
-    os.replace(tmp, path)
-    with open(path + ".sha256", "w") as f:
-        f.write(f"{sha256_of(path)}  {weight.name}\n")
+    atomic_write_text(path + ".sha256", f"{sha256_of(path)}  {weight.name}\n")
     return path
 
 

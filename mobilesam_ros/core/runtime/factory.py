@@ -6,6 +6,7 @@ import logging
 
 from mobilesam_ros.core.config import BACKENDS, ModelConfig
 from mobilesam_ros.core.runtime.base import Backend
+from mobilesam_ros.core.errors import ConfigError
 
 LOG = logging.getLogger("mobilesam_ros")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -32,7 +33,7 @@ def load_sam(cfg: ModelConfig):
 def resolve_backend(cfg: ModelConfig) -> str:
     """The backend `auto` stands for under cfg ("torch" or "onnx"); others are returned as given."""
     if cfg.backend not in BACKENDS:
-        raise ValueError(f"unknown backend {cfg.backend!r} (one of {', '.join(BACKENDS)})")
+        raise ConfigError(f"unknown backend {cfg.backend!r} (one of {', '.join(BACKENDS)})")
     if cfg.backend != "auto":
         return cfg.backend
     if cfg.device.startswith("cuda"):
@@ -61,7 +62,7 @@ def _onnx_backend(cfg: ModelConfig) -> Backend:
 
     encoder, decoder = cfg.onnx_encoder, cfg.onnx_decoder
     if bool(encoder) != bool(decoder):
-        raise ValueError("give both onnx_encoder and onnx_decoder, or neither (then they are exported "
+        raise ConfigError("give both onnx_encoder and onnx_decoder, or neither (then they are exported "
                          "into the cache on first use)")
     if not encoder:
         from mobilesam_ros.core.runtime.onnx_cache import cached_graphs

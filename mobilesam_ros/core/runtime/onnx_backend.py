@@ -14,6 +14,7 @@ import numpy as np
 
 from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy, ort_session_options
 from mobilesam_ros.core.runtime.base import Backend, check_tokens
+from mobilesam_ros.core.errors import ConfigError
 
 ENCODER_INPUT, ENCODER_OUTPUT = "image", "image_embeddings"
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
@@ -30,13 +31,13 @@ def make_session(path: str, providers: Optional[Sequence[str]] = None, cpu: Opti
     providers = list(providers or ["CPUExecutionProvider"])
     missing = [p for p in providers if p not in ort.get_available_providers()]
     if missing:
-        raise ValueError(f"ONNX Runtime providers {missing} are not available in this onnxruntime build "
+        raise ConfigError(f"ONNX Runtime providers {missing} are not available in this onnxruntime build "
                          f"(available: {ort.get_available_providers()}; GPU providers need onnxruntime-gpu)")
     opts = ort_session_options(cpu or CpuPolicy())
     try:
         return ort.InferenceSession(path, sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        raise ValueError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from exc
+        raise ConfigError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from exc
 
 
 class OnnxBackend(Backend):
@@ -50,7 +51,7 @@ class OnnxBackend(Backend):
                                   (self.decoder, DECODER_INPUTS, decoder_path)):
             have = [i.name for i in sess.get_inputs()]
             if list(names) != have:
-                raise ValueError(f"{path} has inputs {have}, expected {list(names)}: not a graph written "
+                raise ConfigError(f"{path} has inputs {have}, expected {list(names)}: not a graph written "
                                  "by `python -m mobilesam_ros export`")
         self.providers = self.encoder.get_providers()
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from mobilesam_ros.core.io.atomic import atomic_write_json
 from mobilesam_ros.core.io.checkpoints import CheckpointError
 from mobilesam_ros.core.io.weights import sha256_of
 
@@ -115,4 +116,4 @@ def _export_into(folder: Path, load_sam: Callable[[], object]) -> None:
         raise ExportUnavailable(f"exported graphs disagree with torch beyond the golden tolerances: {err}")
     manifest = {"sha256": {f: sha256_of(str(folder / f)) for f in FILES}, "check_vs_torch": err,
                 "exporter_version": EXPORTER_VERSION}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    atomic_write_json(folder / MANIFEST, manifest, indent=2)

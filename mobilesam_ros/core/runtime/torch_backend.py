@@ -23,6 +23,7 @@ import torch
 from mobilesam_ros.core.runtime.fast_decoder import FastMaskDecoder, FrameContext
 from mobilesam_ros.core.modeling.sam import Sam
 from mobilesam_ros.core.runtime.base import Backend, check_tokens
+from mobilesam_ros.core.errors import ConfigError
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -50,7 +51,7 @@ class TorchBackend(Backend):
         if fp16:
             precision = "fp16"
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+            raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.dtype = PRECISIONS[precision]
         self.sam = sam.to(self.device, torch.float32).eval()

@@ -1,8 +1,8 @@
 """`python -m mobilesam_ros distill`: argparse front end of `distill.train.distill`.
 
-Exit codes: 0 done; 2 bad input (missing/unreadable file, wrong checkpoint, bad option, a work
-directory in the way), printed as one line `mobilesam_ros distill: error: ...`; 130 interrupted
-(the training state was saved; rerun with --resume).
+Exit codes (`cli.common.fail`): 0 done; 2 bad input (missing/unreadable file, wrong checkpoint,
+bad option, a work directory in the way), printed as one line `mobilesam_ros: error: ...`; 1 a
+bug (with its traceback); 130 interrupted (the training state was saved; rerun with --resume).
 """
 from __future__ import annotations
 
@@ -139,14 +139,9 @@ def config_from_args(args: argparse.Namespace):
         progress=args.progress)
 
 
-def _error(msg: str) -> int:
-    first = (str(msg).strip().splitlines() or ["?"])[0]
-    print(f"mobilesam_ros distill: error: {first}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
-    """Run the subcommand; returns the process exit code (0, 2 bad input, 130 interrupted)."""
+    """Run the subcommand; returns the exit code (0, or 130 interrupted). Errors propagate to
+    `__main__`, which reports them through `cli.common.fail`."""
     import os
 
     rank = int(os.environ.get("RANK", "0"))  # torchrun: ranks other than 0 report only problems
@@ -154,10 +149,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level if rank == 0 else max(level, logging.WARNING),
                         format=f"%(levelname)s{f' [rank {rank}]' if rank else ''} "
                                "%(name)s: %(message)s")
-    from mobilesam_ros.core.io.checkpoints import CheckpointError
-    from mobilesam_ros.distill.data import SourceError
-    from mobilesam_ros.distill.teacher_cache import CacheError
-    from mobilesam_ros.distill.train import DistillInputError, distill
+    from mobilesam_ros.distill.train import distill
 
     try:
         result = distill(config_from_args(args))
@@ -165,9 +157,6 @@ def run(args: argparse.Namespace) -> int:
         print("mobilesam_ros distill: interrupted; rerun with --resume to continue",
               file=sys.stderr)
         return 130
-    except (DistillInputError, CheckpointError, SourceError, CacheError, FileNotFoundError,
-            ImportError) as e:
-        return _error(str(e))
     if result.rank != 0:
         return 0
     f = result.final
