@@ -7,7 +7,9 @@ outside it, so whoever reads a row needs it). Optionally the preprocessed teache
 longest side + padded, (1024, 1024, 3) uint8 RGB, *before* mean/std normalisation) goes into row
 i of `inputs.npy`, so training never decodes a video or a bag again.
 
-Layout of a cache directory (format 2; format 1, without `sizes.npy`, is refused with advice):
+Layout of a cache directory (format 2). A format-1 cache (sizes kept in the side file
+`distill_input_sizes.json`) is upgraded in place on first open when that file covers every filled
+row, since its embeddings cost a teacher pass each; otherwise it is refused with advice.
 
 - `embeddings.npy`  (N, C, h, w) float32 or float16, opened with np.lib.format.open_memmap;
 - `sizes.npy`       (N, 2) int32, (h, w) in input pixels of each row's resized image;
@@ -89,10 +91,42 @@ def _from_ranges(ranges: Sequence[Sequence[int]], n: int) -> np.ndarray:
     return mask
 
 
+V1_SIZES_FILE = "distill_input_sizes.json"  # format 1's side file: {source frame key: [h, w]}
+_V1_HFLIP_SUFFIX = "|hflip"  # a mirrored row has its source frame's size
+
+
+def upgrade_format_1(root: Path) -> bool:
+    """Turn a format-1 cache into format 2 in place when its side file gives the size of every
+    filled row (rows never filled get (0, 0) and are encoded with their size later). Returns
+    whether it upgraded; the manifest is replaced last and atomically, so a crash leaves format 1."""
+    manifest_path = root / MANIFEST_FILE
+    manifest = json.loads(manifest_path.read_text())
+    side = root / V1_SIZES_FILE
+    if manifest.get("format_version") != 1 or not side.is_file():
+        return False
+    known = json.loads(side.read_text())
+    keys = json.loads((root / KEYS_FILE).read_text())
+    filled = _from_ranges(manifest.get("filled", []), len(keys))
+    sizes = np.zeros((len(keys), 2), np.int32)
+    for i, key in enumerate(keys):
+        hw = known.get(key[:-len(_V1_HFLIP_SUFFIX)] if key.endswith(_V1_HFLIP_SUFFIX) else key)
+        if hw is not None:
+            sizes[i] = hw
+        elif filled[i]:
+            return False  # a filled row of unknown size: cannot be trained on correctly
+    tmp = root / (SIZES_FILE + ".tmp.npy")
+    np.save(tmp, sizes)
+    os.replace(tmp, root / SIZES_FILE)
+    atomic_write_json(manifest_path, {**manifest, "format_version": FORMAT_VERSION, "updated": _now()})
+    log.info("upgraded teacher cache %s from format 1 to %d (sizes from %s)", root, FORMAT_VERSION, side.name)
+    return True
+
+
 def _format_advice(root: Path, found: Any) -> str:
     if found == 1:
         return (f"{root} is a teacher cache of format 1, which records no image sizes (they were "
-                f"kept in a separate file); this version needs format {FORMAT_VERSION}: delete "
+                f"kept in {V1_SIZES_FILE}, missing or incomplete here); this version needs format "
+                f"{FORMAT_VERSION}: delete "
                 f"{root} (or pass another cache directory) and the teacher pass rebuilds it")
     return f"{root}: cache format {found!r}, this code reads {FORMAT_VERSION}"
 
@@ -178,6 +212,7 @@ class TeacherCache:
         root = Path(root)
         if not (root / MANIFEST_FILE).is_file():
             raise CacheError(f"{root} is not a teacher cache (no {MANIFEST_FILE})")
+        upgrade_format_1(root)
         manifest = json.loads((root / MANIFEST_FILE).read_text())
         if manifest.get("format_version") != FORMAT_VERSION:
             raise CacheError(_format_advice(root, manifest.get("format_version")))
@@ -400,6 +435,7 @@ class TeacherCache:
 
     @staticmethod
     def _check_resumable(root: Path, wanted: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+        upgrade_format_1(root)
         have = json.loads((root / MANIFEST_FILE).read_text())
         advice = "use another output directory, or delete this one to rebuild"
         if have.get("format_version") != wanted["format_version"]:

@@ -275,6 +275,40 @@ def test_format_1_cache_is_refused_with_advice(tmp_path, folder):
             attempt()
 
 
+def test_format_1_cache_with_its_sizes_file_is_upgraded_in_place(tmp_path, folder):
+    """Teacher embeddings are the expensive part: a format-1 cache whose side file
+    (distill_input_sizes.json, keyed by source frame) covers every filled row becomes format 2 on
+    open, with those sizes, and its embeddings untouched."""
+    out = tmp_path / "cache"
+    built = _build(out, ImageFolderSource(folder), PatchTeacher())
+    before = {k: emb.copy() for k, emb in built}
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "sizes.npy").unlink()
+    # the sizes format 1 recorded, by hand: longest side to 1024, the other scaled and rounded
+    side = {}
+    for k in before:
+        h, w = cv2.imread(str(folder / k)).shape[:2]
+        scale = 1024 / max(h, w)
+        side[k] = [int(h * scale + 0.5), int(w * scale + 0.5)]
+    assert side["000000.jpg"] == [768, 1024]  # the 640x480 camera frames
+    (out / "distill_input_sizes.json").write_text(json.dumps(side))
+    cache = TeacherCache.open(out)
+    assert json.loads((out / "manifest.json").read_text())["format_version"] == 2
+    for i, (k, emb) in enumerate(cache):
+        assert list(cache.sizes[i]) == side[k]
+        np.testing.assert_array_equal(emb, before[k])
+    # a side file missing a filled row's frame cannot be trusted: refused as before
+    manifest["format_version"] = 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "sizes.npy").unlink()
+    del side["000000.jpg"]
+    (out / "distill_input_sizes.json").write_text(json.dumps(side))
+    with pytest.raises(CacheError, match=r"format 1"):
+        TeacherCache.open(out)
+
+
 # ------------------------------------------------------------------ teacher cache, killed rank
 
 CACHE_FRAMES = [f"{i:06d}.jpg" for i in range(0, 48, 6)]  # 8 frames: 4 per rank
