@@ -17,6 +17,7 @@ import numpy as np
 from mobilesam_ros.core.config import FollowConfig
 from mobilesam_ros.core.engine.follow import FollowSet, follow_step
 from mobilesam_ros.core.structures.prompts import ObjectPrompt
+from mobilesam_ros.core.structures.frame import CachedFrame
 from mobilesam_ros.core.structures.instances import Instances
 from mobilesam_ros.core.engine.tracking import TRACK_COASTING, TRACK_CONFIRMED, TrackAssignment
 from mobilesam_ros.msg import InstanceMaskArray
@@ -67,10 +68,11 @@ class FollowAdapter:
             self._warn("follow_refused", f"not following ids {refused}: empty mask or "
                        f"follow.max_objects = {self._set.config.max_objects} reached")
 
-    def step(self, pipeline, stamp_ns: int, header, publisher,
-             segevery: Optional[Instances] = None) -> None:
-        """Re-prompt every followed object on the frame just encoded and publish them; lost ones
-        may be re-acquired from this frame's SegEvery instances (mode both)."""
+    def step(self, pipeline, frame: CachedFrame, publisher, segevery: Optional[Instances] = None) -> None:
+        """Re-prompt every followed object on `frame` (just encoded; its meta is the image's
+        Header) and publish them; lost ones may be re-acquired from this frame's SegEvery
+        instances (mode both)."""
+        stamp_ns, header = frame.stamp_ns, frame.meta
         with self._lock:
             if not len(self._set):
                 return

@@ -229,8 +229,8 @@ class MobileSamNode(LifecycleNode):
         stamp = stamp_to_ns(header.stamp.sec, header.stamp.nanosec)
         mode = self.get_parameter("mode").value
         if mode == "segany":
-            self._pipeline.encode(rgb, stamp, meta=header)
-            self._follow.step(self._pipeline, stamp, header, self._pubs.get("followed"))
+            frame = self._pipeline.encode(rgb, stamp, meta=header)
+            self._follow.step(self._pipeline, frame, self._pubs.get("followed"))
             return
         self._pipeline.set_detector_thresholds(self.get_parameter("detector.conf").value,
                                                self.get_parameter("detector.iou").value)
@@ -238,7 +238,7 @@ class MobileSamNode(LifecycleNode):
         tracks = self._tracking.update(inst, stamp)  # None: tracking.enabled is false
         ids = None if tracks is None else [int(i) for i in tracks.ids]
         self._publish(inst, InstanceMaskArray.MODE_SEGEVERY, ids, tracks)
-        self._follow.step(self._pipeline, stamp, header, self._pubs.get("followed"), inst)
+        self._follow.step(self._pipeline, inst.frame, self._pubs.get("followed"), inst)
 
     def _process_prompt(self, item) -> None:
         kind, msg = item
