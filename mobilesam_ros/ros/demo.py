@@ -96,6 +96,7 @@ def _run(ckpt, detector, grid, frames, out_dir, rate, timeout) -> int:
     node = rclpy.create_node("mobilesam_demo_player")
     got: dict[int, dict] = {}
     sent: dict[int, float] = {}
+    frame_index: dict[int, int] = {}  # stamp key -> index of the frame in --frames order
 
     def key(h):
         return h.stamp.sec * 1_000_000_000 + h.stamp.nanosec
@@ -103,7 +104,10 @@ def _run(ckpt, detector, grid, frames, out_dir, rate, timeout) -> int:
     def on_overlay(msg):
         rgb = image_msg_to_rgb(msg)
         k = key(msg.header)
-        cv2.imwrite(os.path.join(out_dir, f"overlay_{len(got):04d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        # named by the frame it shows: overlays and instance arrays arrive on different topics in
+        # any order, so a running count would give two frames the same name
+        name = f"overlay_{frame_index.get(k, len(frame_index)):04d}.png"
+        cv2.imwrite(os.path.join(out_dir, name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         got.setdefault(k, {})["overlay"] = time.monotonic()
 
     def on_instances(msg):
@@ -130,6 +134,7 @@ def _run(ckpt, detector, grid, frames, out_dir, rate, timeout) -> int:
             header = Header(stamp=Time(sec=1000 + i, nanosec=0), frame_id="camera_optical_frame")
             pub.publish(array_to_image_msg(np.ascontiguousarray(rgb), "rgb8", header))
             sent[key(header)] = time.monotonic()
+            frame_index[key(header)] = i
             end = time.monotonic() + 1.0 / rate
             while time.monotonic() < end:
                 rclpy.spin_once(node, timeout_sec=0.02)

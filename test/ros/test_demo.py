@@ -29,7 +29,8 @@ def test_demo_writes_overlays(ros_env, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "2/2 frames answered" in res.stdout, res.stdout
     pngs = sorted(os.listdir(out))
-    assert len(pngs) == 2 and all(p.endswith(".png") for p in pngs)
+    # one overlay per frame, named by the frame's place in --frames (not by arrival order)
+    assert pngs == ["overlay_0000.png", "overlay_0001.png"], pngs
 
 
 def test_demo_grid_fallback_without_detector(ros_env, tmp_path):
