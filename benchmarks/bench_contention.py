@@ -89,17 +89,19 @@ def single(args) -> dict:
     apply_process_policy(cpu)
     import numpy as np
 
-    from mobilesam_ros.core.config import DetectorConfig, FilterConfig, ModelConfig, PipelineConfig
-    from mobilesam_ros.core.engine.pipeline import build_pipeline
+    from mobilesam_ros.core.config import DetectorConfig, ModelConfig, PipelineConfig, Settings
+    from mobilesam_ros.core.engine.camera_stream import CameraStream
+    from mobilesam_ros.core.engine.model import load_model
 
-    pipe = build_pipeline(PipelineConfig(ModelConfig(CKPT, backend=backend, cpu=cpu), detector=DetectorConfig(model=DET)))
+    model = load_model(PipelineConfig(ModelConfig(CKPT, backend=backend, cpu=cpu), detector=DetectorConfig(model=DET)))
+    stream = CameraStream("", model, Settings(), cache_size=8)
     rgb = frame_640x480()
-    pred = pipe.predictor
+    pred = stream.predictor
     pred.set_image(rgb, 1)
     point = np.array([[320.0, 240.0]], np.float32)
     runs = {"encoder": lambda: pred.set_image(rgb, 1),
             "decode_1pt": lambda: pred.predict(point, np.array([1]), multimask_output=True),
-            "segevery": lambda: pipe.segment_every(rgb, 1, FilterConfig())}
+            "segevery": lambda: stream.step(rgb, 1)}
     fn = runs[workload]
     fn()  # warm-up
     ts = []

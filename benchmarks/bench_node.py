@@ -31,8 +31,9 @@ def overhead(size, repeat: int) -> dict:
     from builtin_interfaces.msg import Time
     from std_msgs.msg import Header
 
-    from mobilesam_ros.core.config import DetectorConfig, FilterConfig, ModelConfig, PipelineConfig
-    from mobilesam_ros.core.engine.pipeline import build_pipeline
+    from mobilesam_ros.core.config import DetectorConfig, ModelConfig, PipelineConfig, Settings
+    from mobilesam_ros.core.engine.camera_stream import CameraStream
+    from mobilesam_ros.core.engine.model import load_model
     from mobilesam_ros.core.io.image_codec import image_msg_to_rgb
     from mobilesam_ros.ros.messages import array_to_image_msg
     from mobilesam_ros.ros.messages import instances_to_msg, label_image, overlay_image
@@ -40,15 +41,15 @@ def overhead(size, repeat: int) -> dict:
     rgb = cv2.resize(cv2.cvtColor(cv2.imread(str(SHARED / "data" / "images" / "zidane.jpg")), cv2.COLOR_BGR2RGB), size)
     header = Header(stamp=Time(sec=1), frame_id="camera_optical_frame")
     msg = array_to_image_msg(rgb, "bgr8", header)
-    pipe = build_pipeline(PipelineConfig(ModelConfig(CKPT), detector=DetectorConfig(model=DET)))
-    filt = FilterConfig()
+    stream = CameraStream("", load_model(PipelineConfig(ModelConfig(CKPT), detector=DetectorConfig(model=DET))),
+                          Settings(), cache_size=8)
     state = {}
 
     def to_array():
         state["rgb"] = image_msg_to_rgb(msg)
 
     def model():
-        state["inst"] = pipe.segment_every(state["rgb"], 1, filt)
+        state["inst"] = stream.step(state["rgb"], 1).instances
 
     def to_msgs():
         inst = state["inst"]

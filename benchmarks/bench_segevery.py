@@ -59,7 +59,7 @@ def single(args) -> dict:
         pred.set_image(image, 1)
         boxes = boxes_for(n, h, w, det.detect(image).boxes)
         inst = {}
-        r = timed(lambda: inst.setdefault("x", decode_boxes(pred, boxes, 1)), args.repeat)
+        r = timed(lambda: inst.setdefault("x", decode_boxes(pred, boxes, pred.frame(1))), args.repeat)
         filt = FilterConfig(max_instances=1000, mask_nms_thresh=0.9)
         r["postprocess"] = timed(lambda: filter_instances(inst["x"], filt), args.repeat, warmup=0)["min_s"]
     elif case == "frame":  # the whole SegEvery frame: detector + encoder + decode + post-process
@@ -68,7 +68,7 @@ def single(args) -> dict:
         def frame():
             pred.set_image(image, 1)
             d = det.detect(image)
-            return filter_instances(decode_boxes(pred, d.boxes, 1, d.class_ids, d.scores), filt)
+            return filter_instances(decode_boxes(pred, d.boxes, pred.frame(1), d.class_ids, d.scores), filt)
         r = timed(frame, args.repeat)
         r["instances"] = len(frame())
     elif case == "grid32":

@@ -102,7 +102,7 @@ def follow_cost(counts: tuple[int, ...], repeat: int) -> list[dict]:
         ts = []
         for k in range(repeat + 1):
             t0 = time.perf_counter()
-            follow_step(p, fs, 0)
+            follow_step(p, fs, p.frame(0))
             ts.append(time.perf_counter() - t0)
         ts = ts[1:]
         rows.append({"objects": n, "followed": len(fs), "min_ms": 1e3 * min(ts),

@@ -51,12 +51,12 @@ def run(args: argparse.Namespace) -> int:
     image = read_rgb(args.image)
     predictor = SamPredictor(build_backend(model_config(args)))
     t0 = time.perf_counter()
-    predictor.set_image(image)
+    frame = predictor.set_image(image)
     prompt_boxes = None
     if args.grid:
         from mobilesam_ros.core.engine.amg import AutomaticMaskGenerator
 
-        inst = AutomaticMaskGenerator(predictor, points_per_side=args.grid).generate(image).instances
+        inst = AutomaticMaskGenerator(predictor, points_per_side=args.grid).generate(image, frame=frame).instances
     else:
         if args.detector:
             from mobilesam_ros.core.engine.detector import YoloV8OnnxDetector
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                 det = Detections.from_arrays(np.load(args.boxes))
             except (OSError, ValueError) as exc:
                 raise CliError(f"--boxes {args.boxes}: {exc}") from exc
-        inst = decode_boxes(predictor, det.boxes, class_ids=det.class_ids, det_scores=det.scores)
+        inst = decode_boxes(predictor, det.boxes, frame, det.class_ids, det.scores)
         prompt_boxes = det.boxes
     filters = FilterConfig(args.pred_iou_thresh, args.stability_thresh, args.min_area, args.mask_nms,
                            args.max_instances)

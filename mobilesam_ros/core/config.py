@@ -18,7 +18,7 @@ from mobilesam_ros.core.errors import ConfigError
 __all__ = ["MODES", "BACKENDS", "PRECISION_CHOICES", "OMP_WAIT_POLICIES", "CpuPolicy", "ModelConfig",
            "DetectorConfig", "V2_DETECTOR_SETTINGS", "FilterConfig", "CLI_FILTERS", "PipelineConfig",
            "NodeConfig", "SegEveryConfig", "SegAnyConfig", "ImageConfig", "OverlayConfig", "DepthConfig",
-           "Extract3DConfig", "TrackerConfig", "FollowConfig"]
+           "Extract3DConfig", "TrackerConfig", "FollowConfig", "Settings"]
 
 MODES = ("segevery", "segany", "both")
 BACKENDS = ("auto", "torch", "onnx")
@@ -130,7 +130,7 @@ CLI_FILTERS = FilterConfig(max_instances=1000)
 
 @dataclass
 class PipelineConfig:
-    """What core/engine/pipeline.build_pipeline loads: the model, the optional detector, the point
+    """What core/engine/model.load_model loads: the model, the optional detector, the point
     grid used without one (points per side), and how many frames' embeddings stay cached."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -151,10 +151,23 @@ class NodeConfig:
     autostart: bool = False
     tracking_enabled: bool = True
     follow_clicks: bool = False
+    cameras: tuple = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r} not one of {MODES}")
+        check_camera_names(self.cameras)
+
+
+def check_camera_names(names) -> None:
+    """Camera names become topic name tokens (`<name>/image`, `~/<name>/instances`): each must
+    start with a letter and hold only letters, digits and underscores, and appear once."""
+    for name in names:
+        if not isinstance(name, str) or not name[:1].isalpha() or not name.replace("_", "").isalnum() \
+                or not name.isascii():
+            raise ConfigError(f"camera name {name!r}: use letters, digits and '_', starting with a letter")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"camera names must be unique, got {list(names)}")
 
 
 @dataclass(frozen=True)
@@ -300,3 +313,26 @@ class FollowConfig:
         if self.max_objects < 1 or not 0.0 <= self.min_pred_iou <= 1.0 or self.max_area_change < 1.0 \
                 or self.lost_timeout_s < 0.0 or not 0.0 < self.reacquire_iou <= 1.0:
             raise ConfigError(f"invalid FollowConfig {self}")
+
+
+# ----------------------------------------------------------------------------- the running snapshot
+@dataclass(frozen=True)
+class Settings:
+    """Every setting read while frames and prompts are processed, as one typed, immutable snapshot.
+
+    The node builds it from its parameters at configure and again in its parameter callback after
+    a change (ros/params.py), and hands the new snapshot to every camera stream: nothing reads a
+    parameter per frame, and a frame is processed under one consistent set of values.
+    """
+
+    node: NodeConfig = field(default_factory=NodeConfig)
+    segevery: SegEveryConfig = field(default_factory=SegEveryConfig)
+    segany: SegAnyConfig = field(default_factory=SegAnyConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    follow: FollowConfig = field(default_factory=FollowConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    overlay: OverlayConfig = field(default_factory=OverlayConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    extract3d: Extract3DConfig = field(default_factory=Extract3DConfig)

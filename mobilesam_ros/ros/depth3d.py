@@ -23,35 +23,36 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from mobilesam_ros.core.engine.embedding_cache import EmbeddingCache, FrameNotCachedError, stamp_to_ns
-from mobilesam_ros.core.ops.geometry3d import (DEPTH_ENCODINGS, DepthError, Extract3DConfig, PinholeCamera,
+from mobilesam_ros.core.config import Settings
+from mobilesam_ros.core.engine.embedding_cache import EmbeddingCache, FrameNotCachedError
+from mobilesam_ros.core.ops.geometry3d import (DEPTH_ENCODINGS, DepthError, PinholeCamera,
                                            depth_to_metres, extract_instances_3d)
 from mobilesam_ros.core.io.image_codec import ImageMessageError, image_msg_to_array
 from mobilesam_ros.msg import Instance3DArray
-from mobilesam_ros.ros import params as P
 from mobilesam_ros.ros.messages3d import instances3d_to_msg, markers, points_to_cloud
+from mobilesam_ros.ros.stamps import header_ns
+from mobilesam_ros.ros.topics import CameraTopics
 
 _DEPTH_MSG_ENCODINGS = {enc: (dtype, 1) for enc, (dtype, _) in DEPTH_ENCODINGS.items()}
 
 
-def depth_requested(node) -> bool:
-    """`depth.enabled`, or `depth` remapped to another name than its own expansion."""
-    return bool(node.get_parameter("depth.enabled").value) or \
-        node.resolve_topic_name("depth") != node.resolve_topic_name("depth", only_expand=True)
-
-
-def extract_config(node) -> Extract3DConfig:
-    return P.build(Extract3DConfig, P.node_values(node))
+def depth_requested(node, settings: Settings, topics: CameraTopics) -> bool:
+    """`depth.enabled`, or this camera's `depth` remapped to another name than its own expansion."""
+    name = topics.input("depth")
+    return settings.depth.enabled or \
+        node.resolve_topic_name(name) != node.resolve_topic_name(name, only_expand=True)
 
 
 class Depth3D:
-    """Owned by the node: created at configure (publishers), subscribed at activate, called from
-    the worker thread with every published result (`publish`)."""
+    """One camera's 3D side, owned by its camera port: created at configure (publishers),
+    subscribed at activate, called from the worker thread with every published result
+    (`publish`); `settings` is swapped by the port when parameters change."""
 
-    def __init__(self, node, warn: Callable[[str, str], None]) -> None:
-        self._node, self._warn = node, warn
-        self.enabled = depth_requested(node)
-        self._depths: EmbeddingCache = EmbeddingCache(node.get_parameter("depth.buffer_size").value)
+    def __init__(self, node, warn: Callable[[str, str], None], topics: CameraTopics, settings: Settings) -> None:
+        self._node, self._warn, self._topics = node, warn, topics
+        self.settings = settings
+        self.enabled = depth_requested(node, settings, topics)
+        self._depths: EmbeddingCache = EmbeddingCache(settings.depth.buffer_size)
         self._info: Optional[CameraInfo] = None
         self._shown: set[int] = set()      # ids whose markers are on screen (DELETE when gone)
         self.counts = {k: 0 for k in ("depth_in", "frames_3d", "no_depth", "no_camera_info",
@@ -60,18 +61,19 @@ class Depth3D:
         self._failing = False              # the last segmented frame got no 3D
         self.publishers: dict = {}
         if self.enabled:
+            out = topics.output
             self.publishers = {
-                "instances_3d": node.create_lifecycle_publisher(Instance3DArray, "~/instances_3d", 10),
-                "points": node.create_lifecycle_publisher(PointCloud2, "~/points", 10),
-                "markers": node.create_lifecycle_publisher(MarkerArray, "~/markers", 10)}
-            node.get_logger().info(f"3D on: depth from {node.resolve_topic_name('depth')}, intrinsics "
-                                   f"from {node.resolve_topic_name('camera_info')}")
+                "instances_3d": node.create_lifecycle_publisher(Instance3DArray, out("instances_3d"), 10),
+                "points": node.create_lifecycle_publisher(PointCloud2, out("points"), 10),
+                "markers": node.create_lifecycle_publisher(MarkerArray, out("markers"), 10)}
+            node.get_logger().info(f"3D on: depth from {node.resolve_topic_name(topics.input('depth'))}, "
+                                   f"intrinsics from {node.resolve_topic_name(topics.input('camera_info'))}")
 
     def subscriptions(self, qos) -> list:
         if not self.enabled:
             return []
-        return [self._node.create_subscription(Image, "depth", self._on_depth, qos),
-                self._node.create_subscription(CameraInfo, "camera_info", self._on_info, qos)]
+        return [self._node.create_subscription(Image, self._topics.input("depth"), self._on_depth, qos),
+                self._node.create_subscription(CameraInfo, self._topics.input("camera_info"), self._on_info, qos)]
 
     # ------------------------------------------------------------------ inputs (executor thread)
     def _on_depth(self, msg: Image) -> None:
@@ -80,7 +82,7 @@ class Depth3D:
                           f"(supported: 16UC1 / mono16 in millimetres, 32FC1 in metres)", "refused")
             return
         self.counts["depth_in"] += 1
-        self._depths.put(stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec), msg)
+        self._depths.put(header_ns(msg.header), msg)
 
     def _on_info(self, msg: CameraInfo) -> None:
         self._info = msg
@@ -96,9 +98,9 @@ class Depth3D:
         """3D outputs of one segmented frame (instances `inst`, 2D ids `ids`, colour `header`)."""
         if not self.enabled or not self.publishers:
             return
-        node = self._node
-        stamp = stamp_to_ns(header.stamp.sec, header.stamp.nanosec)
-        tol = int(node.get_parameter("depth.stamp_tolerance").value * 1e9)
+        s = self.settings
+        stamp = header_ns(header)
+        tol = int(s.depth.stamp_tolerance_s * 1e9)
         try:
             depth_msg = self._depths.get(stamp, tol)
         except FrameNotCachedError as exc:
@@ -110,14 +112,14 @@ class Depth3D:
         if info is None:
             self._problem("info", "no 3D: no CameraInfo received on camera_info yet", "no_camera_info")
             return
-        cfg = extract_config(node)
+        cfg = s.extract3d
         want_points = self.publishers["points"].get_subscription_count() > 0
         try:
             cam = PinholeCamera.from_k(info.k, info.width, info.height)
             raw = image_msg_to_array(depth_msg, encodings=_DEPTH_MSG_ENCODINGS)
             res = extract_instances_3d(inst.crops(), inst.image_hw,
                                        depth_to_metres(raw, depth_msg.encoding, cfg), cam, cfg,
-                                       node.get_parameter("depth.points_stride").value if want_points else 0)
+                                       s.depth.points_stride if want_points else 0)
         except (DepthError, ImageMessageError) as exc:
             self._problem("refused", f"no 3D for frame {stamp / 1e9:.3f}: {exc}", "refused")
             return
@@ -145,7 +147,7 @@ class Depth3D:
         c = self.counts
         ok = c["depth_in"] > 0 and self._info is not None and not self._failing
         status = DiagnosticStatus(level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN,
-                                  name=f"{self._node.get_name()}: depth",
+                                  name=f"{self._node.get_name()}: {self._topics.prefix}depth",
                                   message="running" if ok else (self.last_problem or "waiting for depth"))
         status.values = [KeyValue(key=k, value=str(v)) for k, v in c.items()]
         status.values += [KeyValue(key="camera_info", value="yes" if self._info is not None else "no"),
@@ -154,4 +156,4 @@ class Depth3D:
         return [status]
 
 
-__all__ = ["Depth3D", "depth_requested", "extract_config"]
+__all__ = ["Depth3D", "depth_requested"]

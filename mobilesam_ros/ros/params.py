@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.parameter import Parameter
 
 from mobilesam_ros.core.config import (MODES, BACKENDS, OMP_WAIT_POLICIES, PRECISION_CHOICES, CpuPolicy,
                                        DepthConfig, DetectorConfig, Extract3DConfig, FilterConfig,
                                        FollowConfig, ImageConfig, ModelConfig, NodeConfig, OverlayConfig,
-                                       PipelineConfig, SegAnyConfig, SegEveryConfig, TrackerConfig)
+                                       PipelineConfig, SegAnyConfig, SegEveryConfig, Settings, TrackerConfig)
 
 C = TypeVar("C")
 
@@ -201,7 +203,7 @@ PARAMS += (
           "~/points keeps the points on every Nth depth row and column "
           "(decimation; only computed while ~/points has subscribers)", range=(1, 64)),
 )
-# SegEvery tracks (ros/tracking_adapter.py, core/engine/tracking.py)
+# SegEvery tracks (core/engine/camera_stream.py, core/engine/tracking.py)
 PARAMS += (
     Param("tracking.enabled", NodeConfig, "tracking_enabled",
           "SegEvery keeps instance ids across frames: InstanceMask.id is "
@@ -229,7 +231,7 @@ PARAMS += (
           "live tracks kept at most (unseen ones matched "
           "longest ago go first)", range=(1, 1000000)),
 )
-# SegAny click-to-track (ros/follow_adapter.py, core/engine/follow.py)
+# SegAny click-to-track (core/engine/camera_stream.py, core/engine/follow.py)
 PARAMS += (
     Param("follow.max_objects", FollowConfig, "max_objects",
           "objects followed at once (PromptObject.follow, "
@@ -269,9 +271,20 @@ def descriptor(p: Param) -> ParameterDescriptor:
     return d
 
 
+# `cameras` is declared apart from PARAMS: ROS cannot type an empty list, so it is declared as a
+# string array without a value; unset, `cameras: []` in a YAML file and `cameras:=[]` all leave it
+# uninitialised, which means NodeConfig.cameras' default (one camera, the unprefixed topic names).
+CAMERAS = Param("cameras", NodeConfig, "cameras",
+                "camera names served by this one node and its one loaded model, e.g. [front, rear]: "
+                "camera <name> reads <name>/image, <name>/prompt, ... and publishes ~/<name>/instances, "
+                "...; unset or empty: one camera on image, prompt, ... and ~/instances, ...",
+                read_only=True)
+
+
 def declare_all(node) -> None:
     for p in PARAMS:
         node.declare_parameter(p.name, p.default, descriptor(p))
+    node.declare_parameter(CAMERAS.name, Parameter.Type.STRING_ARRAY, descriptor(CAMERAS))
 
 
 def check_choices(params) -> SetParametersResult:
@@ -289,6 +302,36 @@ def read_all(node) -> dict[str, Any]:
     return {p.name: node.get_parameter(p.name).value for p in PARAMS}
 
 
+def autostart(node) -> bool:
+    """The `autostart` parameter (read once, in the node's constructor)."""
+    return bool(node.get_parameter("autostart").value)
+
+
+def camera_names(node) -> tuple[str, ...]:
+    """The `cameras` parameter: () when unset or empty (one camera, unprefixed topics)."""
+    try:
+        value = node.get_parameter(CAMERAS.name).value
+    except ParameterUninitializedException:
+        return ()
+    return tuple(value or ())
+
+
+def settings(values: Mapping[str, Any], cameras: tuple = ()) -> Settings:
+    """The typed snapshot of every run-time setting (core/config.Settings) from parameter values
+    (read_all). Raises core.errors.ConfigError for values a config refuses."""
+    return Settings(node=build(NodeConfig, values, cameras=tuple(cameras)),
+                    segevery=build(SegEveryConfig, values), segany=build(SegAnyConfig, values),
+                    filters=build(FilterConfig, values), detector=build(DetectorConfig, values),
+                    tracker=build(TrackerConfig, values), follow=build(FollowConfig, values),
+                    image=build(ImageConfig, values), overlay=build(OverlayConfig, values),
+                    depth=build(DepthConfig, values), extract3d=build(Extract3DConfig, values))
+
+
+def read_settings(node) -> Settings:
+    """The node's current parameters as one Settings snapshot."""
+    return settings(read_all(node), camera_names(node))
+
+
 def build(owner: Callable[..., C], values: Mapping[str, Any] | Callable[[str], Any], **fields: Any) -> C:
     """An `owner` config (a core/config.py dataclass) from parameter values: every PARAMS entry
     owned by it sets its field (lists back to tuples); `fields` sets the rest (nested configs).
@@ -300,11 +343,6 @@ def build(owner: Callable[..., C], values: Mapping[str, Any] | Callable[[str], A
             v = value_of(p.name)
             kwargs[p.field] = tuple(v) if isinstance(p.default, list) else v
     return owner(**kwargs, **fields)
-
-
-def node_values(node) -> Callable[[str], Any]:
-    """name -> the node's current value of that parameter (for `build` of a few fields)."""
-    return lambda name: node.get_parameter(name).value
 
 
 def pipeline_config(values: Mapping[str, Any]) -> PipelineConfig:

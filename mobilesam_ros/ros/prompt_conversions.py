@@ -1,11 +1,28 @@
-"""Prompt messages -> validated core ObjectPrompts against the frame they refer to."""
+"""Prompt messages -> validated core ObjectPrompts for the frame they were resolved to.
+
+The frame is resolved once, by the camera port (`CameraStream.resolve`); these functions only
+convert and validate against its size."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
-from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError, stamp_to_ns
-from mobilesam_ros.core.structures.prompts import ObjectPrompt, PromptError, make_prompt
+from mobilesam_ros.core.config import SegAnyConfig
 from mobilesam_ros.core.io.image_codec import MASK_ENCODINGS, ImageMessageError, image_msg_to_array
+from mobilesam_ros.core.structures.prompts import ObjectPrompt, PromptError, make_prompt
+
+__all__ = ["PromptObjects", "check_prompt_size", "prompt_msg_to_prompts", "click_to_prompts"]
+
+
+@dataclass(frozen=True)
+class PromptObjects:
+    """A prompt message as core prompts, in message order: ids (uint32 PromptObject ids) and
+    follow (the objects asking to be followed)."""
+
+    prompts: list
+    ids: list
+    follow: list
 
 
 def _mask_input(img) -> np.ndarray | None:
@@ -19,45 +36,40 @@ def _mask_input(img) -> np.ndarray | None:
         raise PromptError(f"mask_input: {exc}") from exc
 
 
-def prompt_msg_to_prompts(msg, pipeline, tolerance_ns: int, max_objects: int = 65535,
-                          max_points: int = 4096) -> tuple[int, list[ObjectPrompt], list[int]]:
-    """mobilesam_ros/Prompt -> (stamp_ns of the cached frame, prompts, ids).
+def check_prompt_size(msg, limits: SegAnyConfig) -> None:
+    """Refuse a Prompt over segany.max_objects before its frame is even looked up."""
+    if len(msg.objects) > limits.max_objects:
+        raise PromptError(f"{len(msg.objects)} objects, over the limit of {limits.max_objects} (segany.max_objects)")
 
-    Raises FrameNotCachedError when no cached frame is near the prompt's stamp, PromptError naming
-    the offending object for any invalid object or a message over max_objects / an object over
-    max_points (the whole message is skipped: partial answers would silently drop objects).
+
+def prompt_msg_to_prompts(msg, image_size: tuple[int, int], limits: SegAnyConfig) -> PromptObjects:
+    """mobilesam_ros/Prompt -> PromptObjects for a frame of (H, W) = image_size px.
+
+    Raises PromptError naming the offending object for any invalid object, a message over
+    segany.max_objects or an object over segany.max_points (the whole message is skipped: partial
+    answers would silently drop objects).
     """
-    if len(msg.objects) > max_objects:
-        raise PromptError(f"{len(msg.objects)} objects, over the limit of {max_objects} (segany.max_objects)")
-    stamp = pipeline.nearest_stamp(stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec), tolerance_ns)
-    size = pipeline.frame_size(stamp)
-    prompts, ids = [], []
+    check_prompt_size(msg, limits)
+    prompts, ids, follow = [], [], []
     for k, obj in enumerate(msg.objects):
-        if len(obj.points) > max_points:
+        if len(obj.points) > limits.max_points:
             raise PromptError(f"object {k} (id {obj.id}): {len(obj.points)} points, over the limit of "
-                              f"{max_points} (segany.max_points)")
+                              f"{limits.max_points} (segany.max_points)")
         try:
             pts = np.array([[p.x, p.y] for p in obj.points], np.float64).reshape(-1, 2)
             prompts.append(make_prompt(
                 points=pts if len(pts) else None, labels=list(obj.labels) if len(obj.labels) else None,
                 box=np.asarray(obj.box, np.float32) if obj.has_box else None,
-                mask_input=_mask_input(obj.mask_input), multimask=obj.multimask, image_size=size))
+                mask_input=_mask_input(obj.mask_input), multimask=obj.multimask, image_size=image_size))
         except PromptError as exc:
             raise PromptError(f"object {k} (id {obj.id}): {exc}") from exc
         ids.append(int(obj.id))
-    return stamp, prompts, ids
+        follow.append(bool(obj.follow))
+    return PromptObjects(prompts, ids, follow)
 
 
-def click_to_prompts(msg, pipeline, tolerance_ns: int) -> tuple[int, list[ObjectPrompt], list[int]]:
-    """geometry_msgs/PointStamped (x, y = pixel column, row) -> one positive-point prompt, id 1.
-
-    RViz stamps clicks with the current time, not an image stamp, so a click whose stamp matches no
-    cached frame goes to the latest frame instead of being refused.
-    """
-    stamp_ns = stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
-    try:
-        stamp = pipeline.nearest_stamp(stamp_ns if stamp_ns else None, tolerance_ns)
-    except FrameNotCachedError:
-        stamp = pipeline.nearest_stamp(None, 0)
-    p = make_prompt(points=[[msg.point.x, msg.point.y]], labels=[1], multimask=True, image_size=pipeline.frame_size(stamp))
-    return stamp, [p], [1]
+def click_to_prompts(msg, image_size: tuple[int, int], object_id: int, follow: bool) -> PromptObjects:
+    """geometry_msgs/PointStamped (x, y = pixel column, row) -> one positive-point, multimask
+    prompt under `object_id`, followed when `follow`."""
+    p = make_prompt(points=[[msg.point.x, msg.point.y]], labels=[1], multimask=True, image_size=image_size)
+    return PromptObjects([p], [int(object_id)], [bool(follow)])

@@ -1,11 +1,30 @@
 """The latest-frame worker: no backlog under a slow model, frames and prompts take turns, errors never
-kill it, stop() ends a handler that polls `stopping`."""
+kill it, stop() ends a handler that polls `stopping`; with several cameras, frames take turns
+round-robin and one camera's prompts cannot starve another camera's frames."""
 import threading
 import time
 
 from conftest import wait_for
 
-from mobilesam_ros.ros.worker import LatestFrameWorker
+from mobilesam_ros.ros.worker import LatestFrameWorker as _Worker
+
+
+class LatestFrameWorker(_Worker):
+    """The one-camera worker (key "") with handlers of the item alone."""
+
+    def __init__(self, on_frame, on_prompt, on_error, prompt_queue=16):
+        super().__init__(lambda k, i: on_frame(i), lambda k, i: on_prompt(i),
+                         lambda kind, k, i, e: on_error(kind, i, e), prompt_queue=prompt_queue)
+
+    def submit_frame(self, item):
+        super().submit_frame("", item)
+
+    def submit_prompt(self, item):
+        super().submit_prompt("", item)
+
+    @property
+    def one(self):
+        return self.stats[""]
 
 
 def test_slow_model_drops_frames_instead_of_queueing():
@@ -25,7 +44,7 @@ def test_slow_model_drops_frames_instead_of_queueing():
     w.stop()
     # frame 0 (or the first taken) ran, then only the newest one: never a backlog of 50
     assert len(done) <= 3 and done[-1] == 49
-    assert w.stats.frames_in == 50 and w.stats.frames_done + w.stats.frames_dropped == 50
+    assert w.one.frames_in == 50 and w.one.frames_done + w.one.frames_dropped == 50
     assert not errors
 
 
@@ -89,7 +108,7 @@ def test_prompt_queue_bound_drops_oldest():
     gate.set()
     assert wait_for(w.idle, timeout=5)
     w.stop()
-    assert done == [7, 8, 9] and w.stats.prompts_dropped == 7
+    assert done == [7, 8, 9] and w.one.prompts_dropped == 7
 
 
 def test_stop_ends_a_polling_handler_quickly():
@@ -108,3 +127,74 @@ def test_stop_ends_a_polling_handler_quickly():
     t0 = time.monotonic()
     assert w.stop(timeout=2.0)
     assert time.monotonic() - t0 < 1.0
+
+
+def _two_cameras(order, gate, prompt_queue=8):
+    def on_frame(key, item):
+        if item == "block":
+            gate.wait(5)
+        order.append(("f", key, item))
+
+    return _Worker(on_frame, lambda key, item: order.append(("p", key, item)), lambda *a: None,
+                   keys=["front", "rear"], prompt_queue=prompt_queue)
+
+
+def test_cameras_take_turns_with_their_latest_frames():
+    order = []
+    gate = threading.Event()
+    w = _two_cameras(order, gate)
+    w.submit_frame("front", "block")
+    time.sleep(0.05)
+    for i in range(5):  # front floods, rear sends two: latest per camera, then alternating
+        w.submit_frame("front", f"F{i}")
+    w.submit_frame("rear", "R0")
+    w.submit_frame("rear", "R1")
+    gate.set()
+    assert wait_for(w.idle, timeout=5)
+    w.stop()
+    assert order == [("f", "front", "block"), ("f", "rear", "R1"), ("f", "front", "F4")]
+    assert w.stats["front"].frames_dropped == 4 and w.stats["rear"].frames_dropped == 1
+
+
+def test_one_cameras_prompts_cannot_starve_another_cameras_frames():
+    """The bound: between two frames at most one prompt message runs. The rear camera always has
+    a frame waiting (a 30 Hz camera on a slow model); front has 8 prompts queued."""
+    order = []
+    gate = threading.Event()
+    w = None
+
+    def on_frame(key, item):
+        if item == "block":
+            gate.wait(5)
+        order.append(("f", key, item))
+
+    def on_prompt(key, item):
+        order.append(("p", key, item))
+        w.submit_frame("rear", f"R{item}")  # a new rear frame arrives while each prompt runs
+
+    w = _Worker(on_frame, on_prompt, lambda *a: None, keys=["front", "rear"], prompt_queue=8)
+    w.submit_frame("front", "block")
+    time.sleep(0.05)
+    for i in range(8):
+        w.submit_prompt("front", i)
+    gate.set()
+    assert wait_for(w.idle, timeout=5)
+    w.stop()
+    assert order[0] == ("f", "front", "block")
+    assert order[1:] == [x for i in range(8) for x in (("p", "front", i), ("f", "rear", f"R{i}"))]
+
+
+def test_prompt_queues_are_per_camera_and_take_turns():
+    order = []
+    gate = threading.Event()
+    w = _two_cameras(order, gate, prompt_queue=2)
+    w.submit_frame("front", "block")
+    time.sleep(0.05)
+    for i in range(4):
+        w.submit_prompt("front", f"a{i}")   # front's queue keeps its newest 2
+    w.submit_prompt("rear", "b0")           # rear's own queue is untouched by front's flood
+    gate.set()
+    assert wait_for(w.idle, timeout=5)
+    w.stop()
+    assert [o[2] for o in order[1:]] == ["a2", "b0", "a3"]
+    assert w.stats["front"].prompts_dropped == 2 and w.stats["rear"].prompts_dropped == 0

@@ -1,1 +1,1 @@
-"""The per-frame engine: embedding cache, predictor (SegAny), SegEvery, point grid, box detector, pipeline, tracking."""
+"""The per-frame engine: embedding cache, predictor (SegAny), SegAny, SegEvery, point grid, box detector, the shared model and the per-camera streams, tracking, follow."""

@@ -162,20 +162,22 @@ class AutomaticMaskGenerator:
 
     # ------------------------------------------------------------------ public
     @torch.inference_mode()
-    def generate(self, image: Optional[np.ndarray] = None, stamp_ns: Optional[int] = None) -> AmgResult:
+    def generate(self, image: Optional[np.ndarray] = None, stamp_ns: Optional[int] = None,
+                 frame: Optional[CachedFrame] = None) -> AmgResult:
         """All masks of an (H, W, 3) uint8 RGB image, official order, original-image px.
 
         The whole-image crop reuses the predictor's cached frame with stamp `stamp_ns` when there
         is one of the image's size (so a frame encoded or `set_embedding`-ed before costs no
         encoder pass); otherwise the image is encoded and cached under `stamp_ns` (None: a new
         automatic stamp). `image` may be None when that frame is cached and crop_n_layers == 0.
+        `frame`: the whole image already encoded (a camera stream's frame): used as it is, no lookup.
         Other crops are encoded directly through the backend and never enter the cache.
         """
         t: dict[str, float] = {"encode": 0.0, "decode": 0.0, "postprocess": 0.0, "nms": 0.0}
         if image is not None:
             check_image(image)
         t0 = time.perf_counter()
-        frame = self._whole_image_frame(image, stamp_ns)
+        frame = self._whole_image_frame(image, stamp_ns) if frame is None else frame
         t["encode"] += time.perf_counter() - t0
         orig_hw = frame.original_size
         crop_boxes, layer_idxs = generate_crop_boxes(orig_hw, self.crop_n_layers, self.crop_overlap_ratio)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Generic, Optional, TypeVar
+from typing import Generic, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -82,9 +82,4 @@ class EmbeddingCache(Generic[T]):
             return list(self._frames)
 
 
-def stamp_to_ns(sec: int, nanosec: int) -> int:
-    """A ROS-style (sec, nanosec) stamp as integer nanoseconds (the cache key)."""
-    return int(sec) * 1_000_000_000 + int(nanosec)
-
-
-__all__: list[Any] = ["EmbeddingCache", "FrameNotCachedError", "stamp_to_ns"]
+__all__ = ["EmbeddingCache", "FrameNotCachedError"]

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from mobilesam_ros.core.config import FollowConfig
+from mobilesam_ros.core.structures.frame import CachedFrame
 from mobilesam_ros.core.structures.instances import Instances
 from mobilesam_ros.core.ops.postprocess import masks_to_boxes
 from mobilesam_ros.core.structures.prompts import ObjectPrompt
@@ -159,11 +160,10 @@ class FollowSet:
         return FollowResult(inst, ids, hits, first, lost, dropped)
 
 
-def follow_step(predictor: SamPredictor, followed: FollowSet, stamp_ns: int) -> Optional[FollowResult]:
-    """Re-prompt every followed object on the cached frame stamp_ns in one batched decode and
+def follow_step(predictor: SamPredictor, followed: FollowSet, frame: CachedFrame) -> Optional[FollowResult]:
+    """Re-prompt every followed object on `frame` (encoded, original px) in one batched decode and
     update them; None when nothing is followed."""
     if not len(followed):
         return None
-    frame = predictor.frame(stamp_ns)
-    preds = predictor.predict_batch(followed.prompts(), frame.stamp_ns)
+    preds = predictor.predict_on(frame, followed.prompts())
     return followed.update(preds, frame.stamp_ns, frame.original_size)

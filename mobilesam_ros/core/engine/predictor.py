@@ -226,10 +226,16 @@ class SamPredictor:
                       tolerance_ns: int = 0, select_best: bool = True, return_masks: bool = True,
                       stability_offset: float = STABILITY_OFFSET,
                       check: Optional[Callable[[int, int], None]] = None) -> list[Prediction]:
-        """Many objects against one frame, in order (`iter_decode` collected). With select_best, a
+        """`predict_on` the cached frame nearest stamp_ns (None: the latest)."""
+        return self.predict_on(self.frame(stamp_ns, tolerance_ns), prompts, select_best, return_masks,
+                               stability_offset, check)
+
+    def predict_on(self, frame: CachedFrame, prompts: Sequence[ObjectPrompt], select_best: bool = True,
+                   return_masks: bool = True, stability_offset: float = STABILITY_OFFSET,
+                   check: Optional[Callable[[int, int], None]] = None) -> list[Prediction]:
+        """Many objects against `frame`, in order (`iter_decode` collected). With select_best, a
         multimask object keeps its highest-IoU candidate (C = 1). All masks are returned at once:
         for many objects on big frames, iterate `iter_decode` instead (SegEvery does)."""
-        frame = self.frame(stamp_ns, tolerance_ns)
         out: list[Optional[Prediction]] = [None] * len(prompts)
         for idxs, batch in self.iter_decode(frame, prompts, select_best, return_masks, stability_offset,
                                             check=check):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from mobilesam_ros.core.engine.pipeline import SegmentationPipeline
+from mobilesam_ros.core.engine.segany import decode_prompts
 from mobilesam_ros.core.engine.predictor import CHUNK_LOGIT_BYTES, SamPredictor
 from mobilesam_ros.core.io.checkpoints import load_mobile_sam
 from mobilesam_ros.core.engine.goldens import unpack_masks as unpack
@@ -68,14 +68,13 @@ def test_iter_decode_chunks_and_check(predictor, golden):
 def test_results_carry_their_frame_after_eviction(golden):
     p = SamPredictor(TorchBackend(load_mobile_sam(shared_path("fixtures", "mobile_sam_seed1.pt"))),
                      cache_size=1, keep_images=True)
-    pipe = SegmentationPipeline(p)
     img_a = np.zeros((48, 64, 3), np.uint8)
     img_b = np.full((40, 30, 3), 200, np.uint8)
-    frame_a = pipe.encode(img_a, 100, meta={"frame_id": "cam_a"})
-    inst = pipe.segment_prompts([make_prompt(box=[4, 4, 40, 30])], 100)
-    assert pipe.cached_frames == 1
-    pipe.encode(img_b, 200, meta={"frame_id": "cam_b"})  # evicts frame 100 (cache_size 1)
-    assert p.cache.stamps() == [200] and pipe.cached_frames == 1
+    frame_a = p.set_image(img_a, 100, meta={"frame_id": "cam_a"})
+    inst = decode_prompts(p, [make_prompt(box=[4, 4, 40, 30])], frame_a).instances
+    assert len(p.cache) == 1
+    p.set_image(img_b, 200, meta={"frame_id": "cam_b"})  # evicts frame 100 (cache_size 1)
+    assert p.cache.stamps() == [200] and len(p.cache) == 1
     # the answer still knows its own frame: stamp, image and meta (no side table to rotate out)
     assert inst.frame is frame_a and inst.frame.stamp_ns == 100
     assert inst.frame.meta == {"frame_id": "cam_a"} and inst.frame.image is img_a

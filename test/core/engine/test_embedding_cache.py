@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from mobilesam_ros.core.engine.embedding_cache import EmbeddingCache, FrameNotCachedError, stamp_to_ns
+from mobilesam_ros.core.engine.embedding_cache import EmbeddingCache, FrameNotCachedError
 
 
 def test_nearest_stamp_within_tolerance_and_eviction():
@@ -41,5 +41,3 @@ def test_reinsert_same_stamp_moves_to_newest_and_threads():
     assert len(c) == 2
 
 
-def test_stamp_to_ns():
-    assert stamp_to_ns(3, 5) == 3_000_000_005

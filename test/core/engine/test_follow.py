@@ -116,7 +116,7 @@ def test_follow_on_the_camera_sequence_batches_and_equals_single_decodes():
         p.set_image(frame(k), t)
         prompts = fs.prompts()
         calls.clear()
-        r = follow_step(p, fs, t)
+        r = follow_step(p, fs, p.frame(t))
         assert calls == [len(want)]  # one decoder call for all followed objects
         assert r.ids == want and r.hits == [k + 1] * len(want) and r.lost == []
         masks = r.instances.dense_masks()

@@ -27,7 +27,7 @@ def golden_masks(g):
 @pytest.mark.parametrize("chunk", [5, 32])
 def test_v2_box_decode_matches_official(v2, chunk):
     g, p = v2
-    inst = decode_boxes(p, g["boxes_xyxy"], chunk=chunk)
+    inst = decode_boxes(p, g["boxes_xyxy"], p.frame(), chunk=chunk)
     ref = golden_masks(g)
     ours = inst.dense_masks()
     assert ours.shape == ref.shape
@@ -53,5 +53,5 @@ def test_v2_low_res_logits_via_backend(v2):
 
 def test_no_boxes_gives_empty_instances(v2):
     _, p = v2
-    inst = decode_boxes(p, np.zeros((0, 4), np.float32))
+    inst = decode_boxes(p, np.zeros((0, 4), np.float32), p.frame())
     assert len(inst) == 0 and inst.image_hw == (770, 769)

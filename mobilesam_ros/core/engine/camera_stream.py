@@ -1,0 +1,233 @@
+"""One camera's stream over the shared model: every frame and prompt of a camera goes through it.
+
+ROS-free. A stream owns what is per camera — its embedding cache (through its own SamPredictor
+over the shared backend), its SegEvery tracks, its followed objects and its frame-rate gate — and
+nothing else: the encoder, decoder and detector are the process's one SegmentationModel. The node
+makes one stream per camera and only converts messages (ros/camera_port.py).
+
+A frame enters once (`step`) and leaves as one `FrameResult` whose every part points back to the
+same CachedFrame; a prompt is resolved to its CachedFrame once (`resolve`) and answered on it
+(`answer`). Nothing below looks a frame up by stamp again.
+
+Threads: `step`, `answer` and `resolve` run on the process's one worker thread; `update`,
+`admit`, `remove_followed` and `followed_ids` may be called from ROS callbacks.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from mobilesam_ros.core.config import Settings
+from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError
+from mobilesam_ros.core.engine.follow import FollowResult, FollowSet, follow_step
+from mobilesam_ros.core.engine.model import SegmentationModel
+from mobilesam_ros.core.engine.predictor import Prediction
+from mobilesam_ros.core.engine.segany import decode_prompts
+from mobilesam_ros.core.engine.segevery import decode_boxes
+from mobilesam_ros.core.engine.tracking import TRACK_COASTING, TRACK_CONFIRMED, TrackAssignment, Tracker
+from mobilesam_ros.core.ops.filters import filter_instances
+from mobilesam_ros.core.structures.frame import CachedFrame
+from mobilesam_ros.core.structures.instances import Instances
+from mobilesam_ros.core.structures.prompts import ObjectPrompt
+
+__all__ = ["CameraStream", "FrameResult", "Followed", "PromptResult"]
+
+
+@dataclass(frozen=True)
+class Followed:
+    """The followed objects on one frame: `instances` (good masks first, then the lost objects
+    with empty masks), `tracks` (their ids, CONFIRMED or COASTING = lost, hits, first seen, age),
+    `reacquired` / `dropped`: ids re-acquired from SegEvery / given up on this frame."""
+
+    instances: Instances
+    tracks: TrackAssignment
+    reacquired: list
+    dropped: list
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything one camera frame produced. frame: the encoded frame (stamp, image, meta);
+    instances: SegEvery's filtered instances (None in mode segany); tracks: their track ids and
+    states (None when tracking is off or in mode segany); followed: the followed objects
+    (None when nothing is followed)."""
+
+    frame: CachedFrame
+    instances: Optional[Instances]
+    tracks: Optional[TrackAssignment]
+    followed: Optional[Followed]
+
+    @property
+    def ids(self) -> list:
+        """Ids of `instances`: track ids, or 1..N without tracking."""
+        if self.tracks is not None:
+            return [int(i) for i in self.tracks.ids]
+        return list(range(1, 1 + (0 if self.instances is None else len(self.instances))))
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """A prompt message's answer: instances (one per object, in order; `.frame` = the frame they
+    were decoded on), ids (the objects' ids), refused: ids asked to be followed but not taken."""
+
+    instances: Instances
+    ids: list
+    refused: list
+
+
+class CameraStream:
+    """One camera over the shared `model`, with `cache_size` encoded frames kept for prompts."""
+
+    def __init__(self, name: str, model: SegmentationModel, settings: Settings, cache_size: int) -> None:
+        self.name = name
+        self.model = model
+        self.predictor = model.new_predictor(cache_size)
+        self.settings = settings
+        self._tracker = Tracker(settings.tracker)
+        self._follow = FollowSet(settings.follow)
+        self._lock = threading.Lock()   # the follow set: the worker and the remove service
+        self._frames_seen = 0
+        self._last_admitted = -float("inf")
+        self._amg = None
+
+    # ------------------------------------------------------------------ settings and input gate
+    def update(self, settings: Settings) -> None:
+        """Use `settings` from the next frame or prompt on (one reference swap: a frame in progress
+        keeps the snapshot it started with)."""
+        self.settings = settings
+
+    def admit(self, now_s: float) -> bool:
+        """Whether the frame arriving now (monotonic seconds) is processed: every
+        segevery.every_n-th frame, at most segevery.max_rate_hz per second (0 = no limit)."""
+        cfg = self.settings.segevery
+        self._frames_seen += 1
+        if self._frames_seen % cfg.every_n:
+            return False
+        if cfg.max_rate_hz > 0 and now_s - self._last_admitted < 1.0 / cfg.max_rate_hz:
+            return False
+        self._last_admitted = now_s
+        return True
+
+    @property
+    def cached_frames(self) -> int:
+        return len(self.predictor.cache)
+
+    # ------------------------------------------------------------------ frames
+    def step(self, image: np.ndarray, stamp_ns: int, meta: Any = None) -> FrameResult:
+        """Encode an (H, W, 3) uint8 RGB frame once (cached under stamp_ns with `meta`), then, by
+        mode: SegEvery (detector or grid boxes, decode, filter, track) and the followed objects."""
+        s = self.settings
+        frame = self.predictor.set_image(image, stamp_ns, meta)
+        inst = tracks = None
+        if s.node.mode in ("segevery", "both"):
+            inst = filter_instances(self._segment_every(frame), s.filters)
+            tracks = self._track(inst)
+        return FrameResult(frame, inst, tracks, self._follow_step(frame, inst))
+
+    def _segment_every(self, frame: CachedFrame) -> Instances:
+        det = self.model.detect(frame.image, self.settings.detector.conf, self.settings.detector.iou)
+        if det is not None:
+            return decode_boxes(self.predictor, det.boxes, frame, det.class_ids, det.scores)
+        if self._amg is None:
+            from mobilesam_ros.core.engine.amg import AutomaticMaskGenerator
+
+            self._amg = AutomaticMaskGenerator(self.predictor, points_per_side=self.model.grid_points_per_side)
+        return self._amg.generate(frame.image, frame.stamp_ns, frame=frame).instances
+
+    def _track(self, inst: Instances) -> Optional[TrackAssignment]:
+        s = self.settings
+        if not s.node.tracking_enabled:
+            self._tracker.reset()  # switched back on later: no motion or ages across the pause
+            return None
+        if s.tracker != self._tracker.config:
+            self._tracker.set_config(s.tracker)
+        return self._tracker.update(inst, inst.frame.stamp_ns)
+
+    def _follow_step(self, frame: CachedFrame, segevery: Optional[Instances]) -> Optional[Followed]:
+        with self._lock:
+            if not len(self._follow):
+                return None
+            self._follow.config = self.settings.follow
+            res = follow_step(self.predictor, self._follow, frame)
+            lost = [self._follow.get(i) for i in res.lost]
+            again = self._follow.reacquire(segevery) if segevery is not None and lost else []
+        return Followed(*_followed_instances(res, lost, frame), again, res.dropped)
+
+    # ------------------------------------------------------------------ prompts
+    def resolve(self, stamp_ns: Optional[int], tolerance_ns: int, latest_if_missing: bool = False) -> CachedFrame:
+        """The cached frame a prompt stamped stamp_ns refers to (nearest within tolerance_ns; None:
+        the latest). latest_if_missing: no frame near the stamp -> the latest (RViz clicks carry
+        the click time, not an image stamp). FrameNotCachedError when there is none."""
+        try:
+            return self.predictor.frame(stamp_ns, tolerance_ns)
+        except FrameNotCachedError:
+            if not latest_if_missing:
+                raise
+            return self.predictor.frame(None)
+
+    def answer(self, prompts: Sequence[ObjectPrompt], frame: CachedFrame, ids: Sequence[int],
+               follow: Sequence[bool] = (), check: Optional[Callable[[int, int], None]] = None) -> PromptResult:
+        """One instance per prompt object, decoded on `frame` under the time/abandon `check`
+        (called between decoder chunks; it may raise). Objects flagged in `follow` are followed
+        from then on, up to follow.max_objects: the limit is applied first, and the followed ones
+        start from this very decode (their low-res logits are kept), so following costs no decode."""
+        ids = [int(i) for i in ids]
+        wanted = [k for k, f in enumerate(follow) if f]
+        take, refused = self._follow_room(ids, wanted)
+        ans = decode_prompts(self.predictor, prompts, frame, check=check, keep_logits=take)
+        inst = ans.instances
+        preds = [Prediction(inst.mask(k)[None], inst.scores[k:k + 1], ans.low_res[k]) for k in take]
+        with self._lock:
+            self._follow.config = self.settings.follow
+            refused += self._follow.add([ids[k] for k in take], preds, frame.stamp_ns)
+        return PromptResult(inst, ids, refused)
+
+    def _follow_room(self, ids: list, wanted: list) -> tuple[list, list]:
+        """(indices to follow, ids refused for lack of room under follow.max_objects)."""
+        with self._lock:
+            room = self.settings.follow.max_objects - len(self._follow)
+            followed = set(self._follow.ids)
+        take, refused = [], []
+        for k in wanted:
+            if ids[k] in followed or room > 0:
+                take.append(k)
+                room -= ids[k] not in followed
+            else:
+                refused.append(ids[k])
+        return take, refused
+
+    # ------------------------------------------------------------------ followed objects
+    def remove_followed(self, ids: Sequence[int]) -> list:
+        """Stop following `ids`; returns those that were followed."""
+        with self._lock:
+            return self._follow.remove(ids)
+
+    @property
+    def followed_ids(self) -> list:
+        with self._lock:
+            return self._follow.ids
+
+    def clear(self) -> None:
+        """Forget the cached frames, tracks and followed objects (the model is being released)."""
+        with self._lock:
+            self._follow.remove(self._follow.ids)
+        self._tracker.reset()
+        self.predictor.cache.clear()
+        self._amg = None
+
+
+def _followed_instances(res: FollowResult, lost: list, frame: CachedFrame) -> tuple[Instances, TrackAssignment]:
+    """Good followed masks, then the lost objects with empty masks (consumers see them go), and
+    their track fields (lost = COASTING, the message's TRACK_LOST)."""
+    h, w = frame.original_size
+    inst = Instances.concatenate([res.instances, Instances.from_masks(
+        np.zeros((len(lost), h, w), bool), np.zeros(len(lost), np.float32)).pack_bits()])
+    first = np.array(res.first_seen_ns + [o.first_ns for o in lost], np.int64)
+    tracks = TrackAssignment(ids=np.array(res.ids + [o.id for o in lost], np.uint32),
+                             states=np.array([TRACK_CONFIRMED] * len(res.ids) + [TRACK_COASTING] * len(lost), np.uint8),
+                             hits=np.array(res.hits + [o.hits for o in lost], np.uint32),
+                             first_seen_ns=first, age_s=(frame.stamp_ns - first) * 1e-9)
+    return replace(inst, frame=frame), tracks

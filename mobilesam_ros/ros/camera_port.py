@@ -1,0 +1,216 @@
+"""One camera's ROS side: its topics, its service and the messages of its core CameraStream.
+
+The node makes one port per camera (ros/topics.py names the topics). A port only converts:
+messages in -> arrays for the worker (on the executor thread), and on the worker thread
+`process_frame` / `process_prompt` hand them to the camera's stream and publish what comes back,
+every output with the header of the frame it was computed on (`CachedFrame.meta`).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped
+from sensor_msgs.msg import CompressedImage, Image
+
+from mobilesam_ros.core.config import Settings
+from mobilesam_ros.core.engine.camera_stream import CameraStream, FrameResult
+from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError
+from mobilesam_ros.core.engine.model import SegmentationModel
+from mobilesam_ros.core.io.image_codec import ImageMessageError, compressed_msg_to_rgb, image_msg_to_rgb
+from mobilesam_ros.core.structures.prompts import PromptError
+from mobilesam_ros.msg import InstanceMaskArray, Prompt
+from mobilesam_ros.ros.depth3d import Depth3D
+from mobilesam_ros.ros.messages import array_to_image_msg, instances_to_msg, label_image, overlay_image
+from mobilesam_ros.ros.prompt_conversions import check_prompt_size, click_to_prompts, prompt_msg_to_prompts
+from mobilesam_ros.ros.stamps import header_ns
+from mobilesam_ros.ros.topics import CameraTopics
+from mobilesam_ros.ros.worker import Abandoned, LatestFrameWorker, WorkerStats
+
+CLICK_ID_BASE = 1 << 31  # click-started objects get ids from here up: clear of prompt ids in use
+
+
+class CameraPort:
+    """Created at configure (publishers, service, the stream over the shared `model`), subscribed
+    at activate (`activate`), released at cleanup (`release`)."""
+
+    def __init__(self, node, topics: CameraTopics, model: SegmentationModel, settings: Settings,
+                 cache_size: int, warn: Callable[[str, str], None]) -> None:
+        from mobilesam_ros.srv import RemoveObjects
+
+        self._node, self.topics, self._warn = node, topics, warn
+        self.stream = CameraStream(topics.name, model, settings, cache_size)
+        self.settings = settings
+        self._worker: Optional[LatestFrameWorker] = None
+        self._subs: list = []
+        self._next_click_id = CLICK_ID_BASE
+        out = topics.output
+        self._pubs = {
+            "instances": node.create_lifecycle_publisher(InstanceMaskArray, out("instances"), 10),
+            "label": node.create_lifecycle_publisher(Image, out("label_image"), 10),
+            "overlay": node.create_lifecycle_publisher(Image, out("overlay"), 10),
+            "followed": node.create_lifecycle_publisher(InstanceMaskArray, out("followed"), 10),
+        }
+        self._srv = node.create_service(RemoveObjects, out("remove_objects"), self._on_remove)
+        self.depth3d = Depth3D(node, self._warn, topics, settings)
+        self._pubs.update(self.depth3d.publishers)
+
+    @property
+    def key(self) -> str:
+        return self.topics.name
+
+    def update(self, settings: Settings) -> None:
+        """New parameter values: from the next frame or prompt on."""
+        self.settings = settings
+        self.stream.update(settings)
+        self.depth3d.settings = settings
+
+    # ------------------------------------------------------------------ lifecycle
+    def activate(self, worker: LatestFrameWorker, qos) -> None:
+        node, name = self._node, self.topics.input
+        self._worker = worker
+        self._subs = [node.create_subscription(Image, name("image"), self._on_image, qos),
+                      node.create_subscription(CompressedImage, name("image/compressed"), self._on_compressed, qos)]
+        self._subs += self.depth3d.subscriptions(qos)
+        if self.settings.node.mode in ("segany", "both"):
+            self._subs += [node.create_subscription(Prompt, name("prompt"), self._on_prompt, 10),
+                           node.create_subscription(PointStamped, name("clicked_point"), self._on_click, 10)]
+
+    def deactivate(self) -> None:
+        for s in self._subs:
+            self._node.destroy_subscription(s)
+        self._subs = []
+        self._worker = None
+
+    def release(self) -> None:
+        self.deactivate()
+        for pub in self._pubs.values():
+            self._node.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        self._node.destroy_service(self._srv)
+        self.stream.clear()
+
+    # ------------------------------------------------------------------ executor thread
+    def _on_image(self, msg: Image) -> None:
+        self._submit(msg, image_msg_to_rgb)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._submit(msg, compressed_msg_to_rgb)
+
+    def _submit(self, msg, decode) -> None:
+        worker = self._worker
+        if worker is None or not self.stream.admit(time.monotonic()):
+            return
+        try:
+            rgb = decode(msg, max_pixels=self.settings.image.max_pixels)
+        except ImageMessageError as exc:
+            self._warn(f"image_{type(exc).__name__}", f"{self.topics.prefix}skipping image (stamp "
+                       f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}): {exc}")
+            return
+        worker.submit_frame(self.key, (rgb, msg.header))
+
+    def _on_prompt(self, msg: Prompt) -> None:
+        if self._worker is not None:
+            self._worker.submit_prompt(self.key, ("prompt", msg))
+
+    def _on_click(self, msg: PointStamped) -> None:
+        if self._worker is not None:
+            self._worker.submit_prompt(self.key, ("click", msg))
+
+    def _on_remove(self, request, response):
+        response.removed = self.stream.remove_followed(list(request.ids))
+        return response
+
+    # ------------------------------------------------------------------ worker thread
+    def process_frame(self, item) -> None:
+        rgb, header = item
+        res = self.stream.step(rgb, header_ns(header), meta=header)
+        if res.instances is not None:
+            self._publish(res.instances, InstanceMaskArray.MODE_SEGEVERY, res.ids, res.tracks)
+        self._publish_followed(res)
+
+    def process_prompt(self, item, check: Callable[[int, int], None]) -> None:
+        kind, msg = item
+        s = self.settings
+        try:
+            if kind == "prompt":
+                check_prompt_size(msg, s.segany)  # before any lookup: the cheapest refusal first
+            frame = self.stream.resolve(header_ns(msg.header) or None, int(s.segany.stamp_tolerance_s * 1e9),
+                                        latest_if_missing=(kind == "click"))
+            if kind == "click":
+                objects = click_to_prompts(msg, frame.original_size, self._click_id(), s.node.follow_clicks)
+            else:
+                objects = prompt_msg_to_prompts(msg, frame.original_size, s.segany)
+        except (PromptError, FrameNotCachedError) as exc:
+            self._warn(f"{kind}_{type(exc).__name__}", f"{self.topics.prefix}skipping {kind}: {exc}")
+            return
+        try:
+            res = self.stream.answer(objects.prompts, frame, objects.ids, objects.follow, check)
+        except Abandoned as exc:
+            if self._worker is None or self._worker.stopping:
+                return  # shutting down: rosout may already be gone, and nothing is wrong
+            self._warn(f"{kind}_abandoned", f"{self.topics.prefix}{kind} with {len(objects.prompts)} objects "
+                       f"abandoned unanswered: {exc}")
+            return
+        self._publish(res.instances, InstanceMaskArray.MODE_SEGANY, res.ids)
+        if res.refused:
+            self._warn("follow_refused", f"{self.topics.prefix}not following ids {res.refused}: empty mask or "
+                       f"follow.max_objects = {s.follow.max_objects} reached")
+
+    def _click_id(self) -> int:
+        """A click followed under follow.clicks gets a fresh id (the one it will be followed
+        under); otherwise id 1."""
+        if not self.settings.node.follow_clicks:
+            return 1
+        self._next_click_id += 1
+        return self._next_click_id - 1
+
+    def _publish(self, inst, mode: str, ids, tracks=None) -> None:
+        """Instances with their frame's own header and the overlay on their frame's own image."""
+        if not self._pubs:
+            return
+        header, rgb = inst.frame.meta, inst.frame.image
+        self._pubs["instances"].publish(instances_to_msg(inst, header, mode, ids, tracks))
+        labels = label_image(inst)
+        self._pubs["label"].publish(array_to_image_msg(labels, "mono16", header))
+        if self._pubs["overlay"].get_subscription_count() > 0 and rgb is not None:
+            over = overlay_image(rgb, inst, labels, ids, self.settings.overlay.alpha)
+            self._pubs["overlay"].publish(array_to_image_msg(over, "rgb8", header))
+        self.depth3d.publish(inst, header, ids)
+
+    def _publish_followed(self, res: FrameResult) -> None:
+        f = res.followed
+        if f is None:
+            return
+        log = self._node.get_logger()
+        if f.reacquired:
+            log.info(f"{self.topics.prefix}re-acquired followed ids {f.reacquired} from SegEvery instances",
+                     throttle_duration_sec=5.0)
+        if f.dropped:
+            log.info(f"{self.topics.prefix}stopped following ids {f.dropped}: no good mask for "
+                     f"{self.settings.follow.lost_timeout_s} s")
+        if self._pubs:
+            ids = [int(i) for i in f.tracks.ids]
+            self._pubs["followed"].publish(instances_to_msg(f.instances, res.frame.meta,
+                                                            InstanceMaskArray.MODE_SEGANY, ids, f.tracks))
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostic_status(self, stats: WorkerStats, hardware_id: str) -> list:
+        """This camera's "<node>: [<camera> ]segmentation" status, and its depth status when 3D is on."""
+        lat = sorted(stats.latencies_s)
+        med = lat[len(lat) // 2] if lat else 0.0
+        level = DiagnosticStatus.OK if stats.errors == 0 else DiagnosticStatus.WARN
+        status = DiagnosticStatus(level=level, name=f"{self._node.get_name()}: {self.topics.prefix}segmentation",
+                                  hardware_id=hardware_id,
+                                  message="running" if level == DiagnosticStatus.OK else f"{stats.errors} errors")
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in (
+            ("frames_in", stats.frames_in), ("frames_done", stats.frames_done),
+            ("frames_dropped", stats.frames_dropped), ("prompts_in", stats.prompts_in),
+            ("prompts_done", stats.prompts_done), ("prompts_dropped", stats.prompts_dropped),
+            ("errors", stats.errors), ("latency_last_s", f"{stats.last_latency_s:.4f}"),
+            ("latency_median_s", f"{med:.4f}"), ("cached_frames", self.stream.cached_frames))]
+        return [status] + self.depth3d.diagnostic_status()
+
+
+__all__ = ["CameraPort", "CLICK_ID_BASE"]
