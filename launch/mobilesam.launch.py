@@ -33,7 +33,9 @@ ARGS = [
 # launched, the node starts itself unless told otherwise (the parameter's default is false)
 LAUNCH_DEFAULTS = {"autostart": "true"}
 OTHER_ARGS = [
-    ("image", "image", "input sensor_msgs/Image topic (remapped onto the node's `image`)"),
+    ("cameras", "[]", "camera names served by the one node, e.g. \"[front, rear]\": camera NAME reads "
+     "NAME/image, NAME/prompt, ... and publishes ~/NAME/instances, ...; [] = one camera on image, ..."),
+    ("image", "image", "input sensor_msgs/Image topic (remapped onto the node's `image`; one camera)"),
     ("node_name", "mobilesam", "node name"),
 ]
 
@@ -58,6 +60,9 @@ def generate_launch_description():
         name=LaunchConfiguration("node_name"),
         namespace="",
         output="screen",
+        # `cameras` goes as a command-line parameter: `-p cameras:=[]` leaves it unset (ROS cannot
+        # type an empty list), where a parameter file entry would need a type
+        arguments=["--ros-args", "-p", ["cameras:=", LaunchConfiguration("cameras")]],
         parameters=[config, {p: LaunchConfiguration(n) for n, p, _ in ARGS}],
         remappings=[("image", LaunchConfiguration("image")),
                     ("image/compressed", [LaunchConfiguration("image"), "/compressed"])],

@@ -8,16 +8,14 @@ every output with the header of the frame it was computed on (`CachedFrame.meta`
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import CompressedImage, Image
 
 from mobilesam_ros.core.config import Settings
-from mobilesam_ros.core.engine.camera_stream import CameraStream, FrameResult
 from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError
-from mobilesam_ros.core.engine.model import SegmentationModel
 from mobilesam_ros.core.io.image_codec import ImageMessageError, compressed_msg_to_rgb, image_msg_to_rgb
 from mobilesam_ros.core.structures.prompts import PromptError
 from mobilesam_ros.msg import InstanceMaskArray, Prompt
@@ -28,6 +26,10 @@ from mobilesam_ros.ros.stamps import header_ns
 from mobilesam_ros.ros.topics import CameraTopics
 from mobilesam_ros.ros.worker import Abandoned, LatestFrameWorker, WorkerStats
 
+if TYPE_CHECKING:  # torch loads with the engine: the node imports this before its CPU policy is set
+    from mobilesam_ros.core.engine.camera_stream import FrameResult
+    from mobilesam_ros.core.engine.model import SegmentationModel
+
 CLICK_ID_BASE = 1 << 31  # click-started objects get ids from here up: clear of prompt ids in use
 
 
@@ -37,6 +39,7 @@ class CameraPort:
 
     def __init__(self, node, topics: CameraTopics, model: SegmentationModel, settings: Settings,
                  cache_size: int, warn: Callable[[str, str], None]) -> None:
+        from mobilesam_ros.core.engine.camera_stream import CameraStream
         from mobilesam_ros.srv import RemoveObjects
 
         self._node, self.topics, self._warn = node, topics, warn

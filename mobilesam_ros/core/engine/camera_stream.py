@@ -172,8 +172,8 @@ class CameraStream:
                follow: Sequence[bool] = (), check: Optional[Callable[[int, int], None]] = None) -> PromptResult:
         """One instance per prompt object, decoded on `frame` under the time/abandon `check`
         (called between decoder chunks; it may raise). Objects flagged in `follow` are followed
-        from then on, up to follow.max_objects: the limit is applied first, and the followed ones
-        start from this very decode (their low-res logits are kept), so following costs no decode."""
+        from then on, up to follow.max_objects: they start from this very decode (their low-res
+        logits are kept; at most max_objects new ones), so following costs no second decode."""
         ids = [int(i) for i in ids]
         wanted = [k for k, f in enumerate(follow) if f]
         take, refused = self._follow_room(ids, wanted)
@@ -186,18 +186,15 @@ class CameraStream:
         return PromptResult(inst, ids, refused)
 
     def _follow_room(self, ids: list, wanted: list) -> tuple[list, list]:
-        """(indices to follow, ids refused for lack of room under follow.max_objects)."""
+        """(indices whose logits the answer keeps, ids refused at once): updates of followed ids
+        and at most follow.max_objects new ones; FollowSet.add then applies the exact rule
+        (empty masks, the room left)."""
         with self._lock:
-            room = self.settings.follow.max_objects - len(self._follow)
             followed = set(self._follow.ids)
-        take, refused = [], []
-        for k in wanted:
-            if ids[k] in followed or room > 0:
-                take.append(k)
-                room -= ids[k] not in followed
-            else:
-                refused.append(ids[k])
-        return take, refused
+        limit = self.settings.follow.max_objects
+        new = [k for k in wanted if ids[k] not in followed]
+        take = sorted([k for k in wanted if ids[k] in followed] + new[:limit])
+        return take, [ids[k] for k in new[limit:]]
 
     # ------------------------------------------------------------------ followed objects
     def remove_followed(self, ids: Sequence[int]) -> list:
