@@ -11,6 +11,9 @@ at 30 Hz (reliable QoS: large best-effort samples can be lost whole without shar
   latency median / p95 (s)  answer arrival - publish time of that frame, per camera, pooled
   RSS (MB)                  sum of the node processes' VmRSS at the end, and their peak VmHWM
 --runs R repeats every (N, layout) R times (alternating); the table shows the median run.
+One camera runs as the node always did (no `cameras` parameter, `image` remapped), so the same
+script also measures an older revision: run it from that revision's environment
+(`cd <old checkout> && source scripts/activate.sh && python <this file> --cameras 1`).
 The figures mean this host at this moment: say what else ran beside them.
 
     source scripts/activate.sh && python benchmarks/bench_cameras.py [--cameras 1 2 4] [--seconds 30] [--runs 3]
@@ -45,7 +48,10 @@ def start_nodes(layout: str, n: int, env: dict, logdir: str) -> tuple[list, list
     base = [sys.executable, node_exe(), "--ros-args", "-p", f"model.checkpoint:={CKPT}", "-p",
             f"detector.model:={DET}", "-p", "autostart:=true", "-p", "image.reliable:=true"]
     cams = [f"cam{i}" for i in range(n)]
-    if layout == "one node":
+    if layout == "one node" and n == 1:  # the single unnamed camera, as every node before `cameras`
+        argv = [base + ["-r", "__node:=one", "-r", "image:=/cam0/image"]]
+        topics = ["/one/instances"]
+    elif layout == "one node":
         argv = [base + ["-r", "__node:=one", "-p", f"cameras:=[{', '.join(cams)}]"]]
         topics = [f"/one/{c}/instances" for c in cams]
     else:

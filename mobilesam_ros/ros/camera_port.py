@@ -139,8 +139,11 @@ class CameraPort:
         try:
             if kind == "prompt":
                 check_prompt_size(msg, s.segany)  # before any lookup: the cheapest refusal first
-            frame = self.stream.resolve(header_ns(msg.header) or None, int(s.segany.stamp_tolerance_s * 1e9),
-                                        latest_if_missing=(kind == "click"))
+            stamp = header_ns(msg.header)
+            if kind == "click":  # RViz stamps clicks with the click time (or 0), not an image stamp
+                frame = self.stream.resolve(stamp or None, int(s.segany.stamp_tolerance_s * 1e9), latest_if_missing=True)
+            else:
+                frame = self.stream.resolve(stamp, int(s.segany.stamp_tolerance_s * 1e9))
             if kind == "click":
                 objects = click_to_prompts(msg, frame.original_size, self._click_id(), s.node.follow_clicks)
             else:

@@ -20,6 +20,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Optional, Sequence
 
+from mobilesam_ros.core.config import SegAnyConfig
+
 
 class Abandoned(Exception):
     """Raised by a handler's between-steps check to give up its item (time budget, shutdown)."""
@@ -67,7 +69,7 @@ class LatestFrameWorker:
 
     def __init__(self, on_frame: Callable[[Hashable, Any], None], on_prompt: Callable[[Hashable, Any], None],
                  on_error: Callable[[str, Hashable, Any, BaseException], None], keys: Sequence[Hashable] = ("",),
-                 prompt_queue: int = 4) -> None:
+                 prompt_queue: int = SegAnyConfig.prompt_queue) -> None:
         if not keys:
             raise ValueError("the worker needs at least one camera key")
         self._on_frame, self._on_prompt, self._on_error = on_frame, on_prompt, on_error

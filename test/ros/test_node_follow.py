@@ -11,7 +11,7 @@ from nodeutil import image_msg, mask_from_instance, node_argv, publish_until, re
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 T0 = 300
-CLICK_ID = 1 << 31   # follow_adapter.CLICK_ID_BASE: the first click-started object
+CLICK_ID = 1 << 31   # camera_port.CLICK_ID_BASE: the first click-started object
 
 
 def _stamp(k: int) -> tuple[int, int]:

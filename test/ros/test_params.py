@@ -9,7 +9,8 @@ import yaml
 from conftest import ROOT
 
 import launch_runner
-from mobilesam_ros.ros.params import PARAMS
+from mobilesam_ros.core.config import NodeConfig, Settings
+from mobilesam_ros.ros.params import CAMERAS, PARAMS, field_default
 
 DEFAULTS = {p.name: p.default for p in PARAMS}
 
@@ -27,6 +28,8 @@ def _flatten(d, prefix=""):
 def test_yaml_lists_every_parameter_with_the_declared_default():
     with open(os.path.join(ROOT, "config", "mobilesam.yaml")) as f:
         values = _flatten(yaml.safe_load(f)["/**"]["ros__parameters"])
+    # `cameras` is declared apart (ROS cannot type its empty default): [] in the YAML leaves it unset
+    assert values.pop("cameras") == list(field_default(NodeConfig, "cameras")) == []
     assert set(values) == set(DEFAULTS)
     # autostart is the one deliberate difference: the launch configuration starts itself
     assert {k: v for k, v in values.items() if v != DEFAULTS[k]} == {"autostart": True}
@@ -63,7 +66,7 @@ NOT_PARAMETERS = {
     ("DetectorConfig", "border_snap_px"),   # MobileSAMv2's rule, always on in the node
     ("TrackerConfig", "box_weight"),        # assignment tie-breakers, not tuning knobs
     ("TrackerConfig", "class_weight"),
-}
+} | {("Settings", f.name) for f in dataclasses.fields(Settings)}  # nested: the snapshot of the others
 
 
 def _config_dataclasses():
@@ -74,7 +77,7 @@ def _config_dataclasses():
 
 
 def test_every_parameter_is_one_core_config_field():
-    owned = [(p.owner, p.field) for p in PARAMS]
+    owned = [(p.owner, p.field) for p in PARAMS + (CAMERAS,)]
     assert len(set(owned)) == len(owned), "two parameters set the same field"
     classes = _config_dataclasses()
     for owner, field in owned:
@@ -96,7 +99,8 @@ def test_the_node_declares_each_owner_fields_default(ros_env):
     node = MobileSamNode("params_test", context=ctx)
     try:
         declared = {name: node.get_parameter(name).value for name in node._parameters
-                    if name not in ("use_sim_time", "start_type_description_service")}  # rclpy's own
+                    if name not in ("use_sim_time", "start_type_description_service", "cameras")}  # rclpy's own
+        cameras = node.get_parameter_or("cameras")  # declared without a value: ROS cannot type []
         descriptors = {name: node.describe_parameter(name) for name in declared}
     finally:
         node.destroy_node()
@@ -111,6 +115,7 @@ def test_the_node_declares_each_owner_fields_default(ros_env):
         assert descriptors[name].read_only == p.read_only, name
     # structural parameters cannot change under a running node
     assert descriptors["mode"].read_only
+    assert "cameras" in node._parameters and cameras.value is None
 
 
 def test_core_configs_from_parameter_values():
@@ -125,3 +130,26 @@ def test_core_configs_from_parameter_values():
     cfg = pipeline_config(values)
     assert cfg.model.providers == ("A", "B") and cfg.model.cpu == CpuPolicy(threads=3)
     assert (cfg.detector.conf, cfg.detector.iou, cfg.cache_size) == (0.7, 0.9, 2)
+
+
+def test_library_defaults_are_the_owner_fields():
+    """Defaults the issue found written twice with other values now come from their owner."""
+    import inspect
+
+    from mobilesam_ros.core.config import PipelineConfig, SegAnyConfig
+    from mobilesam_ros.core.engine.predictor import SamPredictor
+    from mobilesam_ros.ros.worker import LatestFrameWorker
+
+    assert inspect.signature(SamPredictor).parameters["cache_size"].default == PipelineConfig.cache_size
+    assert inspect.signature(LatestFrameWorker).parameters["prompt_queue"].default == SegAnyConfig.prompt_queue
+
+
+def test_no_parameter_is_read_outside_params(tmp_path):
+    """Settings are read once into a snapshot (params.read_settings): no other module of the
+    package calls get_parameter."""
+    import pathlib
+
+    pkg = pathlib.Path(ROOT) / "mobilesam_ros"
+    readers = [str(p.relative_to(pkg)) for p in pkg.rglob("*.py")
+               if "get_parameter" in p.read_text() and p.name != "params.py"]
+    assert readers == []

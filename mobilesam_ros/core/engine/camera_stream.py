@@ -101,7 +101,7 @@ class CameraStream:
 
     def admit(self, now_s: float) -> bool:
         """Whether the frame arriving now (monotonic seconds) is processed: every
-        segevery.every_n-th frame, at most segevery.max_rate_hz per second (0 = no limit)."""
+        SegEveryConfig.every_n-th frame, at most SegEveryConfig.max_rate_hz per second (0 = no limit)."""
         cfg = self.settings.segevery
         self._frames_seen += 1
         if self._frames_seen % cfg.every_n:
@@ -172,7 +172,7 @@ class CameraStream:
                follow: Sequence[bool] = (), check: Optional[Callable[[int, int], None]] = None) -> PromptResult:
         """One instance per prompt object, decoded on `frame` under the time/abandon `check`
         (called between decoder chunks; it may raise). Objects flagged in `follow` are followed
-        from then on, up to follow.max_objects: they start from this very decode (their low-res
+        from then on, up to FollowConfig.max_objects: they start from this very decode (their low-res
         logits are kept; at most max_objects new ones), so following costs no second decode."""
         ids = [int(i) for i in ids]
         wanted = [k for k, f in enumerate(follow) if f]
@@ -187,7 +187,7 @@ class CameraStream:
 
     def _follow_room(self, ids: list, wanted: list) -> tuple[list, list]:
         """(indices whose logits the answer keeps, ids refused at once): updates of followed ids
-        and at most follow.max_objects new ones; FollowSet.add then applies the exact rule
+        and at most FollowConfig.max_objects new ones; FollowSet.add then applies the exact rule
         (empty masks, the room left)."""
         with self._lock:
             followed = set(self._follow.ids)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from mobilesam_ros.core.config import PipelineConfig
 from mobilesam_ros.core.runtime.base import Backend
 from mobilesam_ros.core.engine.embedding_cache import EmbeddingCache
 from mobilesam_ros.core.ops.postprocess import stability_score
@@ -83,7 +84,7 @@ class SamPredictor:
     keep_images: keep each cached frame's source image (the node's overlay draws on it).
     """
 
-    def __init__(self, backend: Backend, cache_size: int = 4, mask_threshold: float = 0.0,
+    def __init__(self, backend: Backend, cache_size: int = PipelineConfig.cache_size, mask_threshold: float = 0.0,
                  keep_images: bool = False, decode_chunk: int = 32) -> None:
         self.backend = backend
         self.cache: EmbeddingCache[CachedFrame] = EmbeddingCache(cache_size)
