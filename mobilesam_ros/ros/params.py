@@ -71,7 +71,8 @@ PARAMS: tuple[Param, ...] = (
           read_only=True),
     Param("model.onnx_cache_dir", ModelConfig, "onnx_cache_dir",
           "folder for ONNX graphs exported on first use, one entry per "
-          "checkpoint hash; empty: $MOBILESAM_CACHE_DIR or ~/.cache/mobilesam_ros", read_only=True),
+          "checkpoint hash; empty: $MOBILESAM_CACHE_DIR or ~/.cache/mobilesam_ros. If it cannot be "
+          "written: backend auto runs torch with one warning, backend onnx fails configure", read_only=True),
     Param("model.providers", ModelConfig, "providers",
           "ONNX Runtime execution providers in priority "
           "order, e.g. [TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]",
