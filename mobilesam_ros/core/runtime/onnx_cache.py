@@ -127,11 +127,14 @@ def _key_lock(folder: Path, key: str) -> Iterator[None]:
         raise CacheUnwritable(folder, exc) from exc
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            LOG.info("another process is exporting the ONNX graphs into %s: waiting for it (lock %s)",
-                     folder / key, path)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                LOG.info("another process is exporting the ONNX graphs into %s: waiting for it (lock %s)",
+                         folder / key, path)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:  # e.g. ENOLCK: a network filesystem without locks
+            raise CacheUnwritable(folder, exc) from exc
         yield
     finally:
         os.close(fd)  # releases the lock
