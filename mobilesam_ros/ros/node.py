@@ -54,7 +54,8 @@ class MobileSamNode(LifecycleNode):
     def __init__(self, node_name: str = "mobilesam", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         forward_core_logging(self.get_logger())
-        P.declare_all(self)
+        # bad start-up values (a typo in a launch argument) fail configure, naming each one
+        self._param_errors = P.declare_all(self)
         self.add_on_set_parameters_callback(P.check_choices)
         self._tracking = SegEveryTracking(self)  # one per process: ids are never reused
         self._follow = FollowAdapter(self, self._warn)  # click-to-track; ~/remove_objects
@@ -80,6 +81,9 @@ class MobileSamNode(LifecycleNode):
     def on_configure(self, state) -> TransitionCallbackReturn:
         from mobilesam_ros.core.runtime.cpu_policy import apply_process_policy, describe
 
+        if self._param_errors:
+            self.get_logger().error("configure failed: invalid parameter values: " + "; ".join(self._param_errors))
+            return TransitionCallbackReturn.FAILURE
         cfg = P.read_all(self)
         t0 = time.perf_counter()
         try:
