@@ -257,8 +257,9 @@ class MobileSamNode(LifecycleNode):
         except (PromptError, FrameNotCachedError) as exc:
             self._warn(f"{kind}_{type(exc).__name__}", f"skipping {kind}: {exc}")
             return
+        check = self._batch_check()  # one budget for the answer and the decode that follows it
         try:
-            inst = pipe.segment_prompts(objects, stamp, self._batch_check())
+            inst = pipe.segment_prompts(objects, stamp, check)
         except Abandoned as exc:
             if self._worker is None or self._worker.stopping:
                 return  # shutting down: rosout may already be gone, and nothing is wrong
@@ -266,7 +267,12 @@ class MobileSamNode(LifecycleNode):
             return
         ids = self._follow.answer_ids(kind, ids)
         self._publish(inst, InstanceMaskArray.MODE_SEGANY, ids)
-        self._follow.add(pipe, kind, msg, stamp, objects, ids)
+        try:
+            self._follow.add(pipe, kind, msg, stamp, objects, ids, inst, check)
+        except Abandoned as exc:
+            if self._worker is not None and not self._worker.stopping:
+                self._warn(f"{kind}_follow_abandoned", f"{kind} answered, but following its objects was "
+                           f"abandoned: {exc}")
 
     def _batch_check(self):
         """check(done, total) for one prompt batch: raises Abandoned past segany.max_batch_s or
