@@ -314,6 +314,7 @@ class MobileSamNode(LifecycleNode):
         if w is None or self._diag_pub is None:
             return
         s = w.stats
+        busy_with, busy_s = w.in_progress()
         lat = sorted(s.latencies_s)
         med = lat[len(lat) // 2] if lat else 0.0
         level = DiagnosticStatus.OK if s.errors == 0 else DiagnosticStatus.WARN
@@ -325,7 +326,8 @@ class MobileSamNode(LifecycleNode):
             ("prompts_in", s.prompts_in), ("prompts_done", s.prompts_done),
             ("prompts_dropped", s.prompts_dropped), ("errors", s.errors),
             ("latency_last_s", f"{s.last_latency_s:.4f}"), ("latency_median_s", f"{med:.4f}"),
-            ("cached_frames", self._pipeline.cached_frames if self._pipeline else 0))]
+            ("cached_frames", self._pipeline.cached_frames if self._pipeline else 0),
+            ("busy_with", busy_with), ("busy_s", f"{busy_s:.1f}"))]
         self._diag_pub.publish(DiagnosticArray(header=self._diag_header(),
                                                status=[status] + self._depth3d.diagnostic_status()))
 
