@@ -233,7 +233,9 @@ PARAMS += (
 PARAMS += (
     Param("follow.max_objects", FollowConfig, "max_objects",
           "objects followed at once (PromptObject.follow, "
-          "clicks with follow.clicks); more are refused with a warning", range=(1, 1000)),
+          "clicks with follow.clicks); more are refused with a warning before they are decoded "
+          "(the decode that starts following counts against the prompt's segany.max_batch_s)",
+          range=(1, 1000)),
     Param("follow.min_pred_iou", FollowConfig, "min_pred_iou",
           "a followed object's re-prompted mask whose "
           "predicted IoU is below this is not good (not published, not kept)", range=(0.0, 1.0)),

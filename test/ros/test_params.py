@@ -176,7 +176,6 @@ def test_a_start_up_value_outside_choices_or_range_fails_configure(ros_env, p, v
     """In-process, every parameter with choices or a range: configure fails before loading
     anything, naming the parameter, the value and what is allowed (the checkpoint is empty as
     well, so the text must be this check's, not the loader's)."""
-    from lifecycle_msgs.msg import Transition  # noqa: F401  (rclpy.lifecycle loaded)
     from rclpy.lifecycle import TransitionCallbackReturn
 
     errors, result = _in_process_node(ros_env, {p.name: value})
