@@ -49,8 +49,11 @@ class FollowAdapter:
         return [int(i) for i in ids]
 
     def add(self, pipeline, kind: str, msg, stamp_ns: int, objects: Sequence[ObjectPrompt],
-            ids: Sequence[int]) -> None:
-        """Start following the objects of an answered prompt that asked for it."""
+            ids: Sequence[int], answer: Instances, check: Optional[Callable[[int, int], None]] = None) -> None:
+        """Start following the objects of an answered prompt that asked for it. follow.max_objects
+        applies first: only the objects that will be followed are decoded again, for their low-res
+        logits (their boxes and areas are the `answer`'s, in `objects` order), under the answer's
+        `check` (segany.max_batch_s, shutdown): it raises Abandoned and nothing starts."""
         if kind == "click":
             flags = [bool(self._node.get_parameter("follow.clicks").value)] * len(objects)
         else:
@@ -58,15 +61,25 @@ class FollowAdapter:
         chosen = [k for k, f in enumerate(flags) if f]
         if not chosen:
             return
-        # the answer's Instances hold no low-res logits: decode the followed objects once more
-        # (single best candidate), milliseconds next to the frame's encoding
-        preds = pipeline.predictor.predict_batch([objects[k] for k in chosen], stamp_ns)
         with self._lock:
             self._set.config = self._config()
-            refused = self._set.add([ids[k] for k in chosen], preds, stamp_ns)
-        if refused:
-            self._warn("follow_refused", f"not following ids {refused}: empty mask or "
-                       f"follow.max_objects = {self._set.config.max_objects} reached")
+            admitted = self._set.admit([ids[k] for k in chosen])
+        over = [int(ids[k]) for k, ok in zip(chosen, admitted) if not ok]
+        take = [k for k, ok in zip(chosen, admitted) if ok]
+        refused = []
+        if take:
+            # the answer's Instances hold no low-res logits: decode the followed objects once more
+            # (single best candidate, no full-size masks)
+            preds = pipeline.predictor.predict_batch([objects[k] for k in take], stamp_ns, return_masks=False,
+                                                     check=check)
+            boxes = answer.boxes[take] + np.array([0, 0, 1, 1], np.float32)  # SAM's x2/y2 inside -> past
+            with self._lock:
+                refused = self._set.start([ids[k] for k in take], [p.low_res_logits for p in preds], boxes,
+                                          answer.areas[take], stamp_ns)
+        if over or refused:
+            self._warn("follow_refused", f"not following ids {over + refused}: "
+                       + (f"follow.max_objects = {self._set.config.max_objects} reached" if over else "")
+                       + (" and " if over and refused else "") + ("empty mask" if refused else ""))
 
     def step(self, pipeline, frame: CachedFrame, publisher, segevery: Optional[Instances] = None) -> None:
         """Re-prompt every followed object on `frame` (just encoded; its meta is the image's
@@ -83,6 +96,10 @@ class FollowAdapter:
         if again:
             self._node.get_logger().info(f"re-acquired followed ids {again} from SegEvery instances",
                                          throttle_duration_sec=5.0)
+        if res.rewound:
+            self._node.get_logger().warning(
+                f"stamps went back from {res.rewound_from_ns * 1e-9:.3f} s to {stamp_ns * 1e-9:.3f} s (a looping "
+                f"bag, a simulator reset?): stopped following ids {res.rewound}")
         if res.dropped:
             self._node.get_logger().info(f"stopped following ids {res.dropped}: no good mask for "
                                          f"{self._set.config.lost_timeout_s} s")

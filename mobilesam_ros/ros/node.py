@@ -54,7 +54,8 @@ class MobileSamNode(LifecycleNode):
     def __init__(self, node_name: str = "mobilesam", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         forward_core_logging(self.get_logger())
-        P.declare_all(self)
+        # bad start-up values (a typo in a launch argument) fail configure, naming each one
+        self._param_errors = P.declare_all(self)
         self.add_on_set_parameters_callback(P.check_choices)
         self._tracking = SegEveryTracking(self)  # one per process: ids are never reused
         self._follow = FollowAdapter(self, self._warn)  # click-to-track; ~/remove_objects
@@ -80,6 +81,9 @@ class MobileSamNode(LifecycleNode):
     def on_configure(self, state) -> TransitionCallbackReturn:
         from mobilesam_ros.core.runtime.cpu_policy import apply_process_policy, describe
 
+        if self._param_errors:
+            self.get_logger().error("configure failed: invalid parameter values: " + "; ".join(self._param_errors))
+            return TransitionCallbackReturn.FAILURE
         cfg = P.read_all(self)
         t0 = time.perf_counter()
         try:
@@ -253,8 +257,9 @@ class MobileSamNode(LifecycleNode):
         except (PromptError, FrameNotCachedError) as exc:
             self._warn(f"{kind}_{type(exc).__name__}", f"skipping {kind}: {exc}")
             return
+        check = self._batch_check()  # one budget for the answer and the decode that follows it
         try:
-            inst = pipe.segment_prompts(objects, stamp, self._batch_check())
+            inst = pipe.segment_prompts(objects, stamp, check)
         except Abandoned as exc:
             if self._worker is None or self._worker.stopping:
                 return  # shutting down: rosout may already be gone, and nothing is wrong
@@ -262,7 +267,12 @@ class MobileSamNode(LifecycleNode):
             return
         ids = self._follow.answer_ids(kind, ids)
         self._publish(inst, InstanceMaskArray.MODE_SEGANY, ids)
-        self._follow.add(pipe, kind, msg, stamp, objects, ids)
+        try:
+            self._follow.add(pipe, kind, msg, stamp, objects, ids, inst, check)
+        except Abandoned as exc:
+            if self._worker is not None and not self._worker.stopping:
+                self._warn(f"{kind}_follow_abandoned", f"{kind} answered, but following its objects was "
+                           f"abandoned: {exc}")
 
     def _batch_check(self):
         """check(done, total) for one prompt batch: raises Abandoned past segany.max_batch_s or
@@ -304,6 +314,7 @@ class MobileSamNode(LifecycleNode):
         if w is None or self._diag_pub is None:
             return
         s = w.stats
+        busy_with, busy_s = w.in_progress()
         lat = sorted(s.latencies_s)
         med = lat[len(lat) // 2] if lat else 0.0
         level = DiagnosticStatus.OK if s.errors == 0 else DiagnosticStatus.WARN
@@ -315,7 +326,8 @@ class MobileSamNode(LifecycleNode):
             ("prompts_in", s.prompts_in), ("prompts_done", s.prompts_done),
             ("prompts_dropped", s.prompts_dropped), ("errors", s.errors),
             ("latency_last_s", f"{s.last_latency_s:.4f}"), ("latency_median_s", f"{med:.4f}"),
-            ("cached_frames", self._pipeline.cached_frames if self._pipeline else 0))]
+            ("cached_frames", self._pipeline.cached_frames if self._pipeline else 0),
+            ("busy_with", busy_with), ("busy_s", f"{busy_s:.1f}"))]
         self._diag_pub.publish(DiagnosticArray(header=self._diag_header(),
                                                status=[status] + self._depth3d.diagnostic_status()))
 

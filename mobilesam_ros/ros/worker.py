@@ -49,6 +49,7 @@ class LatestFrameWorker:
         self._cv = threading.Condition()
         self._stop = False
         self._busy = False
+        self._busy_since = 0.0  # time.monotonic() when the item in progress started
         self._last_kind = ""
         self.stats = WorkerStats()
         self._thread = threading.Thread(target=self._run, name="mobilesam_worker", daemon=True)
@@ -75,6 +76,14 @@ class LatestFrameWorker:
         with self._cv:
             return self._frame is None and not self._prompts and not self._busy
 
+    def in_progress(self) -> tuple[str, float]:
+        """("frame" | "prompt", seconds since it started) of the item in progress, ("", 0.0) when
+        idle (diagnostics: a long prompt batch shows here while it runs)."""
+        with self._cv:
+            if not self._busy:
+                return "", 0.0
+            return self._last_kind, time.monotonic() - self._busy_since
+
     @property
     def stopping(self) -> bool:
         """True once stop() was called: long handlers poll it between steps and give up."""
@@ -97,7 +106,7 @@ class LatestFrameWorker:
                 self._cv.wait()
             if self._stop:
                 return None, None
-            self._busy = True
+            self._busy, self._busy_since = True, time.monotonic()
             if self._prompts and (self._frame is None or self._last_kind != "prompt"):
                 self._last_kind = "prompt"
                 return "prompt", self._prompts.popleft()

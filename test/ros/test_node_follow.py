@@ -105,3 +105,85 @@ def test_prompt_and_click_are_followed_then_removed(ros_process, ros_probe):
     publish_until(prompt_pub, prompt, lambda: any(i.id == 5 for a in answers for i in a.instances), node,
                   period=5.0)
     assert followed_at(13) == []
+
+
+def test_follow_limits_before_it_decodes_and_keeps_the_answer_budget(ros_env, capfd):
+    """In-process node (real rclpy, the seeded model on torch): a Prompt with 6 follow objects
+    and follow.max_objects = 2 is answered with 6 masks, then only the 2 objects that will be
+    followed are decoded again (a spy on the backend counts the objects per decoder call);
+    a Prompt whose answer used up segany.max_batch_s is answered, but its follow decode is
+    abandoned: nothing more is followed. Then a frame stamped 10 s earlier (a looping bag) drops
+    the followed objects with one log line naming the jump."""
+    import time
+
+    import rclpy
+    from builtin_interfaces.msg import Time
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Header
+
+    from mobilesam_ros.msg import Prompt, PromptObject
+    from mobilesam_ros.ros.node import MobileSamNode
+    from nodeutil import CHECKPOINT
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    values = {"mode": "segany", "model.checkpoint": CHECKPOINT, "model.backend": "torch", "follow.max_objects": 2,
+              "segany.max_batch_s": 600.0}
+    node = MobileSamNode("follow_limits", context=ctx,
+                         parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        pipe = node._pipeline
+        calls, slow = [], []
+        decode = pipe.predictor.backend.decode
+
+        def counting_decode(*args, **kwargs):  # a spy: counts (and maybe waits), then the real decoder
+            calls.append(len(args[1]))
+            out = decode(*args, **kwargs)
+            if slow:
+                time.sleep(slow[0])  # a slower CPU: this decode ends past the budget
+            return out
+        pipe.predictor.backend.decode = counting_decode
+        answered = []
+        publish = node._publish
+        node._publish = lambda inst, mode, ids, *a: (answered.append(list(ids)), publish(inst, mode, ids, *a))
+        header = Header(stamp=Time(sec=T0, nanosec=0), frame_id="camera_optical_frame")
+        pipe.encode(read_rgb(str(DATA / "sequence" / "000000.jpg")), T0 * 10**9, meta=header)
+        boxes = [[20 + 100 * k, 40, 110 + 100 * k, 300] for k in range(6)]
+
+        def prompt(first_id):
+            return Prompt(header=header, objects=[PromptObject(id=first_id + k, has_box=True, follow=True,
+                                                               box=np.array(b, np.float32))
+                                                  for k, b in enumerate(boxes)])
+        node._process_prompt(("prompt", prompt(10)))
+        assert calls == [6, 2], calls  # the answer, then the two followed objects only
+        assert answered == [list(range(10, 16))]
+        assert node._follow.followed_ids == [10, 11]
+        assert "follow_refused" in node._warned
+
+        # the answer of 6 new objects (follow.max_objects raised to 8) ends past a 0.5 s budget
+        node.set_parameters([Parameter("segany.max_batch_s", value=0.5), Parameter("follow.max_objects", value=8)])
+        calls.clear()
+        slow.append(0.6)
+        node._process_prompt(("prompt", prompt(20)))
+        assert calls == [6], calls  # answered (one decode started in time); following it was abandoned
+        assert answered[-1] == list(range(20, 26))
+        assert node._follow.followed_ids == [10, 11]
+        assert "prompt_follow_abandoned" in node._warned and "prompt_abandoned" not in node._warned
+
+        slow.clear()
+        calls.clear()
+        frame = pipe.encode(read_rgb(str(DATA / "sequence" / "000001.jpg")), (T0 - 10) * 10**9,
+                            meta=Header(stamp=Time(sec=T0 - 10, nanosec=0), frame_id="camera_optical_frame"))
+        node._follow.step(pipe, frame, node._pubs["followed"])
+        assert node._follow.followed_ids == [] and calls == []  # dropped before any decode
+        err = capfd.readouterr().err
+        assert err.count("stamps went back") == 1, err
+        assert f"from {T0}.000 s to {T0 - 10}.000 s" in err and "stopped following ids [10, 11]" in err, err
+    finally:
+        node.trigger_deactivate()
+        node.trigger_cleanup()
+        node.destroy_node()
+        ctx.try_shutdown()

@@ -108,3 +108,22 @@ def test_stop_ends_a_polling_handler_quickly():
     t0 = time.monotonic()
     assert w.stop(timeout=2.0)
     assert time.monotonic() - t0 < 1.0
+
+
+def test_in_progress_names_the_item_and_its_time():
+    release, started = threading.Event(), threading.Event()
+
+    def prompt(item):
+        started.set()
+        release.wait(10)
+
+    w = LatestFrameWorker(lambda f: None, prompt, lambda *a: None)
+    assert w.in_progress() == ("", 0.0)
+    w.submit_prompt("p")
+    assert started.wait(5)
+    time.sleep(0.3)
+    kind, s = w.in_progress()
+    assert kind == "prompt" and 0.3 <= s < 5.0
+    release.set()
+    assert wait_for(lambda: w.in_progress() == ("", 0.0), 5)
+    w.stop()
