@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Tracking benchmark: SegEvery tracker (core.engine.tracking) vs a naive per-frame greedy IoU matcher on
-synthetic COCO128-seg sequences with ground truth, and the tracker's cost per frame.
+"""Tracking benchmark: SegEvery tracker (core.engine.tracking) vs three baselines on synthetic
+COCO128-seg sequences with ground truth, and the tracker's cost per frame.
 
     . scripts/activate.sh && python benchmarks/bench_tracking.py [--seeds 5] [--repeat 3]
 
-Quality: per difficulty level (benchmarks/tracking_sim.py LEVELS), summed over `--seeds` seeded
-sequences: ID switches, IDF1 and MOTA from full-resolution masks (IoU >= 0.5). Both matchers get
-the same detections, so FN and FP are equal and they differ only in association.
+Quality: per difficulty level (benchmarks/tracking_sim.py LEVELS) and the exit-and-re-entry case
+(REENTRY), summed over `--seeds` seeded sequences: ID switches, IDF1 and MOTA from full-resolution
+masks (IoU >= 0.5), side by side for: the tracker (defaults); the same tracker with motion
+prediction off (velocity_smoothing 0); a SORT-style box-IoU matcher with constant-velocity
+prediction, Hungarian assignment and 1 s coasting (SortMatcher); the naive greedy matcher that
+remembers one frame (GreedyMatcher). All get the same detections, so FN and FP are equal and they
+differ only in association.
 Cost: Tracker.update per frame (wall and this process's CPU time) at 640x480 with 20 and 100
 objects; min / median over all frames of `--repeat` passes. The machine is shared and noisy.
 Target (issue 13): <= 5 ms per frame at 100 tracks.
@@ -27,31 +31,42 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, print_table, write_json  # noqa: E402
-from tracking_sim import (LEVELS, GreedyMatcher, Level, evaluate, ground_truth, make_sequence,  # noqa: E402
-                          run_matcher)
+from tracking_sim import (LEVELS, REENTRY, GreedyMatcher, Level, SortMatcher, evaluate,  # noqa: E402
+                          ground_truth, make_sequence, run_matcher)
+
+# name -> a fresh matcher; the first is the product
+MATCHERS = {
+    "tracker": lambda: _tracker(),
+    "trk-nomotion": lambda: _tracker(velocity_smoothing=0.0),
+    "SORT-style": SortMatcher,
+    "greedy-1frame": GreedyMatcher,
+}
+
+
+def _tracker(**cfg):
+    from mobilesam_ros.core.engine.tracking import Tracker, TrackerConfig
+
+    return Tracker(TrackerConfig(**cfg))
 
 
 def quality(seeds: int) -> list[dict]:
-    from mobilesam_ros.core.engine.tracking import Tracker
-
+    """One row per (case, matcher): totals over `seeds` sequences."""
     rows = []
-    for level in LEVELS:
-        tot = {m: {"idsw": 0, "idtp": 0, "gt": 0, "hyp": 0, "fn": 0, "fp": 0} for m in ("trk", "greedy")}
+    for level in LEVELS + (REENTRY,):
+        tot = {m: {"idsw": 0, "idtp": 0, "gt": 0, "hyp": 0, "fn": 0, "fp": 0} for m in MATCHERS}
         frames = 0
         for seed in range(seeds):
             seq = make_sequence(level, seed)
             frames += len(seq.frames)
             gt = ground_truth(seq)
-            for m, matcher in (("trk", Tracker()), ("greedy", GreedyMatcher())):
-                r = evaluate(gt, run_matcher(seq, matcher))
+            for m, make in MATCHERS.items():
+                r = evaluate(gt, run_matcher(seq, make()))
                 for k in tot[m]:
                     tot[m][k] += r[k]
-        row = {"level": level.name, "frames": frames, "gt": tot["trk"]["gt"]}
         for m, t in tot.items():
-            row[f"{m}_idsw"] = t["idsw"]
-            row[f"{m}_idf1"] = 2 * t["idtp"] / max(t["gt"] + t["hyp"], 1)
-            row[f"{m}_mota"] = 1 - (t["fn"] + t["fp"] + t["idsw"]) / max(t["gt"], 1)
-        rows.append(row)
+            rows.append({"level": level.name, "matcher": m, "frames": frames, "gt": t["gt"], "idsw": t["idsw"],
+                         "idf1": 2 * t["idtp"] / max(t["gt"] + t["hyp"], 1),
+                         "mota": 1 - (t["fn"] + t["fp"] + t["idsw"]) / max(t["gt"], 1)})
     return rows
 
 
@@ -113,18 +128,17 @@ def follow_cost(counts: tuple[int, ...], repeat: int) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--follow", action="store_true", help="also time click-to-track steps (loads a model)")
     ap.add_argument("--json", default=str(ROOT / "out" / "bench_tracking.json"))
     args = ap.parse_args()
 
     rows = quality(args.seeds)
-    print(f"synthetic sequences, {args.seeds} seeds per level (tracker / greedy)")
-    print_table(rows, [("level", "level", ""), ("frames", "frames", "{:d}"), ("gt", "gt objects", "{:d}"),
-                       ("trk_idsw", "IDSW trk", "{:d}"), ("greedy_idsw", "IDSW greedy", "{:d}"),
-                       ("trk_idf1", "IDF1 trk", "{:.3f}"), ("greedy_idf1", "IDF1 greedy", "{:.3f}"),
-                       ("trk_mota", "MOTA trk", "{:.3f}"), ("greedy_mota", "MOTA greedy", "{:.3f}")])
+    print(f"synthetic sequences, {args.seeds} seeds per case; same detections for every matcher")
+    print_table(rows, [("level", "case", ""), ("matcher", "matcher", ""), ("frames", "frames", "{:d}"),
+                       ("gt", "gt objects", "{:d}"), ("idsw", "IDSW", "{:d}"), ("idf1", "IDF1", "{:.3f}"),
+                       ("mota", "MOTA", "{:.3f}")])
     cost = [overhead(n, args.repeat) for n in (20, 100)]
     print("\nTracker.update per frame, 640x480")
     print_table(cost, [("objects", "objects", "{:d}"), ("instances_per_frame", "inst/frame", "{:.1f}"),
@@ -138,7 +152,8 @@ def main() -> None:
                              ("median_ms", "median ms", "{:.1f}"), ("per_object_ms", "ms/object", "{:.1f}")])
     write_json(args.json, {"benchmark": "bench_tracking", "target_ms_100_tracks": 5.0,
                            "loadavg_1min": os.getloadavg()[0], "seeds": args.seeds,
-                           "levels": [lv.__dict__ for lv in LEVELS], "quality": rows, "cost": cost,
+                           "levels": [lv.__dict__ for lv in LEVELS + (REENTRY,)], "matchers": list(MATCHERS),
+                           "quality": rows, "cost": cost,
                            "follow": follow})
 
 

@@ -15,6 +15,10 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+# Printed under the tables of the benchmarks that used to carry official columns: the official code
+# is not installed here, and figures from another host or day are not comparable with these.
+NO_OFFICIAL = ("official code: not measured in this run (not installed here); figures from another host or "
+               "day are not shown beside these (README 'Measured' has one side-by-side run on one host)")
 
 
 def peak_rss_mb() -> float:

@@ -10,7 +10,13 @@ the product never imports this).
   Processed frames are a random subset of the camera's (frame skipping), stamped in seconds.
 * :func:`evaluate`: CLEAR-MOT (ID switches, FN, FP, MOTA) and IDF1, computed from full-resolution
   masks with IoU >= 0.5 as a match, independently of the tracker's coarse masks.
-* :class:`GreedyMatcher`: per frame, greedy IoU matching against the previous frame only.
+* :class:`GreedyMatcher`: per frame, greedy IoU matching against the previous frame only (naive).
+* :class:`SortMatcher`: a fair independent baseline, SORT-style: box IoU against each track's
+  constant-velocity predicted box, one optimal (Hungarian) assignment per frame, and unmatched
+  tracks coasting for `max_age_s` like the tracker's. (The tracker itself with motion prediction
+  off is the other fair baseline: `TrackerConfig(velocity_smoothing=0.0)`.)
+* :data:`REENTRY`: objects that leave the view through a border and come back through it (they
+  turn around just outside): an id must survive the time out of view.
 
 Units: pixels of the sequence's canvas (x = column, y = row), seconds, nanosecond stamps.
 """
@@ -41,7 +47,9 @@ class Level:
     erosion / dilation radius of a detected mask; jitter_px: largest shift of a detected mask;
     fp_per_frame: mean false-positive blobs per frame; skip_prob: chance a camera frame is not
     processed (every_n, max_rate_hz, latest-frame drops); inside_frac: share of the objects present
-    from the first frame (the others enter through a border during the first 60 % of the sequence).
+    from the first frame (the others enter through a border during the first 60 % of the sequence);
+    bounce_px: when set, an object that leaves the canvas turns around once it is this many px
+    (plus its own size) beyond the border, and comes back in where it left (exit and re-entry).
     """
 
     name: str
@@ -58,6 +66,7 @@ class Level:
     inside_frac: float = 1 / 3
     fps: float = 15.0
     canvas_hw: tuple[int, int] = (240, 320)
+    bounce_px: Optional[float] = None  # set: objects turn around this far beyond the border (re-entry)
 
 
 LEVELS: tuple[Level, ...] = (
@@ -139,6 +148,12 @@ def cutouts() -> list[tuple[np.ndarray, np.ndarray]]:
     return _CUTOUTS["coco"]
 
 
+# Exit and re-entry: every object is in view at the start, leaves through a border and comes back
+# through it after about 2 * (size + bounce_px) / speed s, ~0.6-1.5 s here (tracks coast 1 s).
+REENTRY = Level("exit-reenter", objects=6, frames=90, speed_px_s=(90, 160), size_px=(40, 70), drop_prob=0.05,
+                noise_px=1, jitter_px=1, fp_per_frame=0.0, skip_prob=0.2, inside_frac=1.0, bounce_px=10.0)
+
+
 # ------------------------------------------------------------------------------------ sequences
 @dataclass
 class _Object:
@@ -185,12 +200,20 @@ def _objects(level: Level, rng: np.random.Generator, duration_s: float) -> list[
     return objs
 
 
-def _position(o: _Object, t: float) -> tuple[int, int]:
-    """Top-left (x, y) px of object o at time t (s)."""
+def _position(o: _Object, t: float, level: Optional[Level] = None) -> tuple[int, int]:
+    """Top-left (x, y) px of object o at time t (s); with level.bounce_px, reflected at
+    -(size + bounce_px) and (canvas + bounce_px) per axis (it turns around out of view)."""
     dt = t - o.birth_s
     v = o.velocity
     normal = np.array([-v[1], v[0]]) / max(np.hypot(*v), 1e-9)
     p = o.start + v * dt + normal * o.sway * np.sin(2 * np.pi * o.sway_hz * dt)
+    if level is not None and level.bounce_px is not None:
+        for axis, (side, size) in enumerate(((level.canvas_hw[1], o.mask.shape[1]),
+                                             (level.canvas_hw[0], o.mask.shape[0]))):
+            lo, hi = -size - level.bounce_px, side + level.bounce_px
+            span = hi - lo
+            u = (p[axis] - lo) % (2 * span)  # a triangle wave between lo and hi
+            p[axis] = lo + (u if u <= span else 2 * span - u)
     return int(round(p[0])), int(round(p[1]))
 
 
@@ -240,7 +263,7 @@ def make_sequence(level: Level, seed: int, min_visible: float = 0.3, render: boo
             o = objs[i]
             if t < o.birth_s:
                 continue
-            full = _paste((h, w), o.mask, *_position(o, t))
+            full = _paste((h, w), o.mask, *_position(o, t, level))
             area_full = int(o.mask.sum())
             visible = full & ~covered
             covered |= full
@@ -277,7 +300,7 @@ def render_frame(seq: Sequence, k: int) -> np.ndarray:
     for o in sorted(seq._objects, key=lambda o: -o.depth):
         if t < o.birth_s:
             continue
-        x, y = _position(o, t)
+        x, y = _position(o, t, seq.level)
         full = _paste(img.shape[:2], o.mask, x, y)
         src = np.zeros_like(img)
         mh, mw = o.mask.shape
@@ -321,6 +344,46 @@ class GreedyMatcher:
             ids[d] = self._next_id
             self._next_id += 1
         self._prev = (coarse, ids)
+        return ids
+
+
+class SortMatcher:
+    """A SORT-style baseline (Bewley et al. 2016, without its Kalman covariance): each track keeps
+    its last box (x1, y1, x2, y2 px, from the mask) and a constant velocity (px/s, from its last two
+    matches); per frame every track's box is moved to the frame's stamp, box IoU against the
+    detections' boxes, one optimal assignment (Hungarian, scipy linear_sum_assignment) at IoU >=
+    iou_thresh; unmatched tracks coast (keep predicting) for max_age_s seconds of stamps, then go;
+    unmatched detections start tracks. Boxes only: no masks, no appearance."""
+
+    def __init__(self, iou_thresh: float = 0.3, max_age_s: float = TrackerConfig.max_age_s) -> None:
+        self.iou_thresh, self.max_age_s = iou_thresh, max_age_s
+        self._tracks: list[dict] = []  # {"id", "box" (4,), "v" (2,), "ns", "hits"}
+        self._next_id = 1
+
+    def update(self, inst: Instances, stamp_ns: int) -> np.ndarray:
+        """(N,) ids of the instances, in their order."""
+        from mobilesam_ros.core.engine.tracking import box_iou_matrix
+
+        self._tracks = [t for t in self._tracks if (stamp_ns - t["ns"]) * 1e-9 <= self.max_age_s]
+        boxes = inst.boxes.astype(np.float64)
+        ids = np.zeros(len(inst), np.int64)
+        if self._tracks and len(inst):
+            pred = np.stack([t["box"] + np.tile(t["v"] * (stamp_ns - t["ns"]) * 1e-9, 2) for t in self._tracks])
+            iou = box_iou_matrix(pred, boxes)
+            for r, c in zip(*linear_sum_assignment(iou, maximize=True)):
+                if iou[r, c] < self.iou_thresh:
+                    continue
+                t = self._tracks[r]
+                dt = max((stamp_ns - t["ns"]) * 1e-9, 1e-9)
+                centre = lambda b: np.array([b[0] + b[2], b[1] + b[3]]) / 2
+                v = (centre(boxes[c]) - centre(t["box"])) / dt
+                t["v"] = v if t["hits"] == 1 else 0.5 * v + 0.5 * t["v"]  # smoothed, as a Kalman gain would
+                t["box"], t["ns"], t["hits"] = boxes[c], stamp_ns, t["hits"] + 1
+                ids[c] = t["id"]
+        for d in np.flatnonzero(ids == 0):
+            ids[d] = self._next_id
+            self._tracks.append({"id": self._next_id, "box": boxes[d], "v": np.zeros(2), "ns": stamp_ns, "hits": 1})
+            self._next_id += 1
         return ids
 
 

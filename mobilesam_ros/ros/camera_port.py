@@ -161,8 +161,8 @@ class CameraPort:
             return
         self._publish(res.instances, InstanceMaskArray.MODE_SEGANY, res.ids)
         if res.refused:
-            self._warn("follow_refused", f"{self.topics.prefix}not following ids {res.refused}: empty mask or "
-                       f"follow.max_objects = {s.follow.max_objects} reached")
+            self._warn("follow_refused", f"{self.topics.prefix}not following ids {res.refused}: "
+                       f"follow.max_objects = {s.follow.max_objects} reached, or an empty mask")
 
     def _click_id(self) -> int:
         """A click followed under follow.clicks gets a fresh id (the one it will be followed
@@ -193,6 +193,10 @@ class CameraPort:
         if f.reacquired:
             log.info(f"{self.topics.prefix}re-acquired followed ids {f.reacquired} from SegEvery instances",
                      throttle_duration_sec=5.0)
+        if f.rewound:
+            log.warning(f"{self.topics.prefix}stamps went back from {f.rewound_from_ns * 1e-9:.3f} s to "
+                        f"{res.frame.stamp_ns * 1e-9:.3f} s (a looping bag, a simulator reset?): stopped "
+                        f"following ids {f.rewound}")
         if f.dropped:
             log.info(f"{self.topics.prefix}stopped following ids {f.dropped}: no good mask for "
                      f"{self.settings.follow.lost_timeout_s} s")
@@ -202,8 +206,10 @@ class CameraPort:
                                                             InstanceMaskArray.MODE_SEGANY, ids, f.tracks))
 
     # ------------------------------------------------------------------ diagnostics
-    def diagnostic_status(self, stats: WorkerStats, hardware_id: str) -> list:
-        """This camera's "<node>: [<camera> ]segmentation" status, and its depth status when 3D is on."""
+    def diagnostic_status(self, stats: WorkerStats, busy: tuple[str, float], hardware_id: str) -> list:
+        """This camera's "<node>: [<camera> ]segmentation" status (busy: what the worker is doing
+        for this camera and for how long, `LatestFrameWorker.in_progress`), and its depth status
+        when 3D is on."""
         lat = sorted(stats.latencies_s)
         med = lat[len(lat) // 2] if lat else 0.0
         level = DiagnosticStatus.OK if stats.errors == 0 else DiagnosticStatus.WARN
@@ -215,7 +221,8 @@ class CameraPort:
             ("frames_dropped", stats.frames_dropped), ("prompts_in", stats.prompts_in),
             ("prompts_done", stats.prompts_done), ("prompts_dropped", stats.prompts_dropped),
             ("errors", stats.errors), ("latency_last_s", f"{stats.last_latency_s:.4f}"),
-            ("latency_median_s", f"{med:.4f}"), ("cached_frames", self.stream.cached_frames))]
+            ("latency_median_s", f"{med:.4f}"), ("cached_frames", self.stream.cached_frames),
+            ("busy_with", busy[0]), ("busy_s", f"{busy[1]:.1f}"))]
         return [status] + self.depth3d.diagnostic_status()
 
 

@@ -50,7 +50,8 @@ class MobileSamNode(LifecycleNode):
     def __init__(self, node_name: str = "mobilesam", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         forward_core_logging(self.get_logger())
-        P.declare_all(self)
+        # bad start-up values (a typo in a launch argument) fail configure, naming each one
+        self._param_errors = P.declare_all(self)
         self.add_on_set_parameters_callback(P.check_choices)
         self.add_post_set_parameters_callback(self._on_parameters_set)
         self._settings = None
@@ -73,6 +74,9 @@ class MobileSamNode(LifecycleNode):
     def on_configure(self, state) -> TransitionCallbackReturn:
         from mobilesam_ros.core.runtime.cpu_policy import apply_process_policy, describe
 
+        if self._param_errors:
+            self.get_logger().error("configure failed: invalid parameter values: " + "; ".join(self._param_errors))
+            return TransitionCallbackReturn.FAILURE
         values = P.read_all(self)
         t0 = time.perf_counter()
         try:
@@ -209,7 +213,8 @@ class MobileSamNode(LifecycleNode):
         if w is None or self._diag_pub is None:
             return
         hw = self._model.describe() if self._model else ""
-        status = [s for key, port in self._ports.items() for s in port.diagnostic_status(w.stats[key], hw)]
+        status = [s for key, port in self._ports.items()
+                  for s in port.diagnostic_status(w.stats[key], w.in_progress(key), hw)]
         self._diag_pub.publish(DiagnosticArray(header=self._diag_header(), status=status))
 
     def _diag_header(self):

@@ -73,7 +73,8 @@ PARAMS: tuple[Param, ...] = (
           read_only=True),
     Param("model.onnx_cache_dir", ModelConfig, "onnx_cache_dir",
           "folder for ONNX graphs exported on first use, one entry per "
-          "checkpoint hash; empty: $MOBILESAM_CACHE_DIR or ~/.cache/mobilesam_ros", read_only=True),
+          "checkpoint hash; empty: $MOBILESAM_CACHE_DIR or ~/.cache/mobilesam_ros. If it cannot be "
+          "written: backend auto runs torch with one warning, backend onnx fails configure", read_only=True),
     Param("model.providers", ModelConfig, "providers",
           "ONNX Runtime execution providers in priority "
           "order, e.g. [TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]",
@@ -235,7 +236,9 @@ PARAMS += (
 PARAMS += (
     Param("follow.max_objects", FollowConfig, "max_objects",
           "objects followed at once (PromptObject.follow, "
-          "clicks with follow.clicks); more are refused with a warning", range=(1, 1000)),
+          "clicks with follow.clicks), per camera; more are refused with a warning (the followed "
+          "ones start from the answer's own decode: following costs no second decode)",
+          range=(1, 1000)),
     Param("follow.min_pred_iou", FollowConfig, "min_pred_iou",
           "a followed object's re-prompted mask whose "
           "predicted IoU is below this is not good (not published, not kept)", range=(0.0, 1.0)),
@@ -281,14 +284,64 @@ CAMERAS = Param("cameras", NodeConfig, "cameras",
                 read_only=True)
 
 
-def declare_all(node) -> None:
+def problem(p: Param, value: Any) -> Optional[str]:
+    """Why `value` is not a valid value of parameter `p` (its type, choices or range), or None.
+    The text names the parameter, the value and what is allowed."""
+    default = p.default
+    kind = float if isinstance(default, float) else type(default)
+    if kind is float and type(value) is int:
+        value = float(value)  # checked as the number it is; rclpy refuses it by type below
+    if type(value) is not kind:
+        return f"parameter {p.name}: {value!r} is not of type {kind.__name__} (default {default!r})"
+    if p.choices is not None and value not in p.choices:
+        return f"parameter {p.name}: {value!r} is not one of {list(p.choices)}"
+    if p.range is not None and not p.range[0] <= value <= p.range[1]:
+        return f"parameter {p.name}: {value!r} is outside the allowed range [{p.range[0]}, {p.range[1]}]"
+    return None
+
+
+def declare_all(node) -> list[str]:
+    """Declare every parameter of PARAMS on `node`. Returns the start-up values that are not
+    valid (wrong type, not one of the choices, out of range), one text each (`problem`): the
+    node's configure fails with them. A value rclpy refuses at declaration (type, range) is
+    declared with its default instead, so that the node comes up and says why, rather than
+    dying in its constructor."""
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    errors = []
     for p in PARAMS:
-        node.declare_parameter(p.name, p.default, descriptor(p))
-    node.declare_parameter(CAMERAS.name, Parameter.Type.STRING_ARRAY, descriptor(CAMERAS))
+        try:
+            value = node.declare_parameter(p.name, p.default, descriptor(p)).value
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            override = getattr(node, "_parameter_overrides", {}).get(p.name)
+            value = override.value if override is not None else None
+            errors.append(problem(p, value) or f"parameter {p.name}: {exc}")
+            node.declare_parameter(p.name, p.default, descriptor(p), ignore_override=True)
+            continue
+        why = problem(p, value)
+        if why:
+            errors.append(why)
+    return errors + _declare_cameras(node)
+
+
+def _declare_cameras(node) -> list[str]:
+    """Declare `cameras` (a string array without a value: see CAMERAS); a value of another type
+    (`cameras:=front` instead of `[front]`) is reported like any bad start-up value."""
+    from rclpy.exceptions import InvalidParameterTypeException
+
+    try:
+        node.declare_parameter(CAMERAS.name, Parameter.Type.STRING_ARRAY, descriptor(CAMERAS))
+    except InvalidParameterTypeException:
+        override = getattr(node, "_parameter_overrides", {}).get(CAMERAS.name)
+        value = override.value if override is not None else None
+        node.declare_parameter(CAMERAS.name, Parameter.Type.STRING_ARRAY, descriptor(CAMERAS), ignore_override=True)
+        return [f"parameter cameras: {value!r} is not a list of names (e.g. cameras:=\"[front, rear]\")"]
+    return []
 
 
 def check_choices(params) -> SetParametersResult:
-    """on-set-parameters callback: enforce `choices` (ranges and read-only are rclpy's job)."""
+    """on-set-parameters callback: enforce `choices` at run time (ranges and read-only are rclpy's
+    job; start-up values are checked by `declare_all`)."""
     for prm in params:
         spec = _BY_NAME.get(prm.name)
         if spec is not None and spec.choices and prm.value not in spec.choices:

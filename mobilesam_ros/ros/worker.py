@@ -80,6 +80,8 @@ class LatestFrameWorker:
         self._cv = threading.Condition()
         self._stop = False
         self._busy = False
+        self._busy_since = 0.0  # time.monotonic() when the item in progress started
+        self._busy_key: Optional[Hashable] = None  # and its camera
         self._last_kind = ""
         self.stats = {k: WorkerStats() for k in keys}
         self._thread = threading.Thread(target=self._run, name="mobilesam_worker", daemon=True)
@@ -111,6 +113,15 @@ class LatestFrameWorker:
         with self._cv:
             return not any(self._waiting()) and not self._busy
 
+    def in_progress(self, key: Hashable) -> tuple[str, float]:
+        """("frame" | "prompt", seconds since it started) of camera `key`'s item in progress,
+        ("", 0.0) when the worker is idle or busy with another camera (diagnostics: a long prompt
+        batch shows here while it runs)."""
+        with self._cv:
+            if not self._busy or self._busy_key != key:
+                return "", 0.0
+            return self._last_kind, time.monotonic() - self._busy_since
+
     @property
     def stopping(self) -> bool:
         """True once stop() was called: long handlers poll it between steps and give up."""
@@ -134,14 +145,14 @@ class LatestFrameWorker:
                 self._cv.wait()
             if self._stop:
                 return None, None, None
-            self._busy = True
+            self._busy, self._busy_since = True, time.monotonic()
             frames, prompts = self._waiting()
             if prompts and (not frames or self._last_kind != "prompt"):
                 self._last_kind = "prompt"
-                key = self._prompt_turn.next(lambda k: bool(self._prompts[k]))
+                key = self._busy_key = self._prompt_turn.next(lambda k: bool(self._prompts[k]))
                 return "prompt", key, self._prompts[key].popleft()
             self._last_kind = "frame"
-            key = self._frame_turn.next(lambda k: self._frames[k] is not None)
+            key = self._busy_key = self._frame_turn.next(lambda k: self._frames[k] is not None)
             item, self._frames[key] = self._frames[key], None
             return "frame", key, item
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import shared_path
 
 
@@ -49,3 +50,34 @@ def test_distill_bad_input_exits_2(tmp_path):
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("mobilesam_ros: error:") and "none.pt" in last, res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_unwritable_onnx_cache_is_one_line_or_a_fallback(tmp_path):
+    """A cache folder that cannot be created (below a regular file: tests run as root, where a
+    chmod-ed folder stays writable): `--backend onnx` is one line naming the folder and the
+    parameter, exit 2; the default `auto` answers with torch after one warning."""
+    (tmp_path / "a_file").write_text("")
+    folder = str(tmp_path / "a_file" / "cache")
+    common = ["segany", "--checkpoint", str(shared_path("fixtures", "mobile_sam_seed2.pt")),
+              "--image", str(shared_path("data", "images", "bus.jpg")), "--point", "100,100,1",
+              "--output", str(tmp_path / "o.npz"), "--onnx-cache-dir", folder]
+    res = run_cli(*common, "--backend", "onnx")
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mobilesam_ros: error: ONNX cache folder"), res.stderr
+    assert folder in lines[0] and "model.onnx_cache_dir" in lines[0] and "--onnx-cache-dir" in lines[0]
+    assert not (tmp_path / "o.npz").exists()
+
+
+@pytest.mark.slow
+def test_unwritable_onnx_cache_under_auto_answers_with_torch(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    folder = str(tmp_path / "a_file" / "cache")
+    res = run_cli("segany", "--checkpoint", str(shared_path("fixtures", "mobile_sam_seed2.pt")),
+                  "--image", str(shared_path("data", "images", "bus.jpg")), "--point", "100,100,1",
+                  "--output", str(tmp_path / "o.npz"), "--onnx-cache-dir", folder)
+    assert res.returncode == 0, res.stderr
+    warnings = [ln for ln in res.stderr.splitlines() if folder in ln]
+    assert len(warnings) == 1 and "falling back to torch" in warnings[0], res.stderr
+    assert "model.onnx_cache_dir" in warnings[0]
+    assert np.load(tmp_path / "o.npz")["masks"].shape[1:] == (1080, 810)  # bus.jpg, answered

@@ -105,3 +105,80 @@ def test_prompt_and_click_are_followed_then_removed(ros_process, ros_probe):
     publish_until(prompt_pub, prompt, lambda: any(i.id == 5 for a in answers for i in a.instances), node,
                   period=5.0)
     assert followed_at(13) == []
+
+
+def test_follow_limits_first_and_costs_no_second_decode(ros_env, capfd):
+    """In-process node (real rclpy, the seeded model on torch): a Prompt with 6 follow objects
+    and follow.max_objects = 2 is answered with 6 masks and the first 2 are followed, from the
+    answer's own decode: a spy on the backend counts one decoder call of 6 objects, nothing more
+    (before: the answer, then the followed objects decoded again outside the prompt's budget).
+    Then a frame stamped 10 s earlier (a looping bag) drops the followed objects before any
+    decode, with one log line naming the jump."""
+    import time
+
+    import rclpy
+    from builtin_interfaces.msg import Time
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Header
+
+    from mobilesam_ros.msg import Prompt, PromptObject
+    from mobilesam_ros.ros.node import MobileSamNode
+    from nodeutil import CHECKPOINT
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    values = {"mode": "segany", "model.checkpoint": CHECKPOINT, "model.backend": "torch", "follow.max_objects": 2,
+              "segany.max_batch_s": 600.0}
+    node = MobileSamNode("follow_limits", context=ctx,
+                         parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        port = node._ports[""]
+        backend = node._model.backend
+        calls = []
+        decode = backend.decode
+
+        def counting_decode(*args, **kwargs):  # a spy: counts, then the real decoder
+            calls.append(len(args[1]))
+            return decode(*args, **kwargs)
+        backend.decode = counting_decode
+        answered = []
+        publish = port._publish
+        port._publish = lambda inst, mode, ids, *a: (answered.append(list(ids)), publish(inst, mode, ids, *a))
+        header = Header(stamp=Time(sec=T0, nanosec=0), frame_id="camera_optical_frame")
+        port.stream.step(read_rgb(str(DATA / "sequence" / "000000.jpg")), T0 * 10**9, meta=header)
+        boxes = [[20 + 100 * k, 40, 110 + 100 * k, 300] for k in range(6)]
+
+        def prompt(first_id):
+            return Prompt(header=header, objects=[PromptObject(id=first_id + k, has_box=True, follow=True,
+                                                               box=np.array(b, np.float32))
+                                                  for k, b in enumerate(boxes)])
+        node._process_prompt("", ("prompt", prompt(10)))
+        assert calls == [6], calls  # the answer; following its objects decoded nothing more
+        assert answered == [list(range(10, 16))]
+        assert port.stream.followed_ids == [10, 11]
+        assert "follow_refused" in node._warned
+
+        # with room for 8, six more: still one decoder call, all six followed
+        node.set_parameters([Parameter("follow.max_objects", value=8)])
+        calls.clear()
+        node._process_prompt("", ("prompt", prompt(20)))
+        assert calls == [6], calls
+        assert answered[-1] == list(range(20, 26))
+        assert port.stream.followed_ids == [10, 11] + list(range(20, 26))
+
+        calls.clear()
+        earlier = Header(stamp=Time(sec=T0 - 10, nanosec=0), frame_id="camera_optical_frame")
+        port.process_frame((read_rgb(str(DATA / "sequence" / "000001.jpg")), earlier))
+        assert port.stream.followed_ids == [] and calls == []  # dropped before any decode
+        time.sleep(0.2)
+        err = capfd.readouterr().err
+        assert err.count("stamps went back") == 1, err
+        assert f"from {T0}.000 s to {T0 - 10}.000 s" in err and "stopped following ids [10, 11, 20" in err, err
+    finally:
+        node.trigger_deactivate()
+        node.trigger_cleanup()
+        node.destroy_node()
+        ctx.try_shutdown()

@@ -105,12 +105,19 @@ def test_documented_inputs_limits_and_throttle(busy_node, seed2_golden):
             assert (lab == k + 1).any(), f"instance {k} (id {ids[k]}) owns no label pixel"
 
     def item2_limits():
-        # 2. limits on one message: objects, points -> one warning each, nothing decoded
+        # 2. limits on one message: objects, points -> one warning each, nothing decoded, nothing
+        # answered: the worker handles a prompt before the next frame, so once a later frame is
+        # answered any answer to the refused prompts would have been published before it
+        # (same reliable writer, in order)
+        segany = lambda: len([a for a in c.answers if a.mode == "segany"])
+        n_before = segany()
         c.pubs["prompt"].publish(hostile.too_many_objects(np.random.default_rng(0), c.sec, limit=3000)[1])
         assert wait_for(lambda: "over the limit of 3000 (segany.max_objects)" in read_log(c.proc), 60), read_log(c.proc)
         time.sleep(2.2)  # same kind of warning (a refused prompt): one per 2 s
         c.pubs["prompt"].publish(hostile.too_many_points(np.random.default_rng(0), c.sec)[1])
         assert wait_for(lambda: "over the limit of 64 (segany.max_points)" in read_log(c.proc), 30), read_log(c.proc)
+        c.valid_frame(timeout=60)
+        assert segany() == n_before, "a refused prompt was answered"
 
     def item2_9_budget_memory():
         # 2 + 9. time budget and bounded memory: rounds of 2000-object prompts are abandoned after
@@ -201,10 +208,24 @@ def test_signal_while_busy_exits_zero_within_2s(busy_node, sig):
         if wait_for(lambda: c.answers, 3):
             break
     assert c.answers, read_log(c.proc)
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    diags = []
+    c.probe.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
     c.pubs["prompt"].publish(Prompt(header=hostile.header(7), objects=[PromptObject(
         id=i, points=[hostile._pt(i % 640, i % 480)], labels=[1]) for i in range(3000)]))
-    time.sleep(6)  # well inside the 3000-object decode (tens of seconds on this CPU)
+
+    def busy():
+        """The node's latest diagnostics say: a prompt in progress for >= 3 s, and it is the
+        only prompt received and not done (FIFO: the 3000-object one, submitted last)."""
+        st = [s for a in diags[-1:] for s in a.status if s.name.endswith(": segmentation")]
+        v = {kv.key: kv.value for kv in st[0].values} if st else {}
+        return (v.get("busy_with") == "prompt" and float(v["busy_s"]) >= 3.0
+                and int(v["prompts_in"]) - int(v["prompts_dropped"]) - int(v["prompts_done"]) == 1)
+    # well inside the 3000-object decode (tens of seconds on this CPU)
+    assert wait_for(lambda: busy() or c.proc.poll() is not None, 60), read_log(c.proc)
     assert c.proc.poll() is None, read_log(c.proc)
+    assert not any(len(a.instances) == 3000 for a in c.answers)  # not answered: still decoding
     t0 = time.monotonic()
     c.proc.send_signal(sig)
     rc = c.proc.wait(timeout=30)

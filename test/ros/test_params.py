@@ -153,3 +153,94 @@ def test_no_parameter_is_read_outside_params(tmp_path):
     readers = [str(p.relative_to(pkg)) for p in pkg.rglob("*.py")
                if "get_parameter" in p.read_text() and p.name != "params.py"]
     assert readers == []
+
+
+# ---------------------------------------------------------------- start-up values are checked
+def _bad_values(p):
+    """Values just outside each declared choice set / range, computed from the table."""
+    if p.choices is not None:
+        return [p.choices[0] + "x", p.choices[0].upper(), ""]
+    lo, hi = p.range
+    if isinstance(p.default, float):
+        d = max(1e-3, 1e-3 * (hi - lo))  # far beyond rclpy's float tolerance
+        return [lo - d, hi + d]
+    return [lo - 1, hi + 1]
+
+
+CHECKED = [p for p in PARAMS if p.choices is not None or p.range is not None]
+BAD = [pytest.param(p, v, id=f"{p.name}={v!r}") for p in CHECKED for v in _bad_values(p)]
+
+
+def _in_process_node(ros_env, overrides):
+    """A MobileSamNode built in this process with `overrides` {name: value} as start-up values;
+    returns (its errors, the result of its configure)."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from mobilesam_ros.ros.node import MobileSamNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    try:
+        node = MobileSamNode("params_check", context=ctx, parameter_overrides=[
+            Parameter(k, value=v) for k, v in overrides.items()])
+        try:
+            return list(node._param_errors), node.trigger_configure()
+        finally:
+            node.destroy_node()
+    finally:
+        ctx.try_shutdown()
+
+
+def test_every_checked_parameter_has_values_outside_it():
+    assert {p.name for p in CHECKED} >= {"mode", "model.backend", "model.precision", "cpu.omp_wait_policy",
+                                         "cpu.threads", "detector.conf", "segany.max_batch_s"}
+    assert all(p.default in p.choices if p.choices else p.range[0] <= p.default <= p.range[1] for p in CHECKED)
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("p, value", BAD)
+def test_a_start_up_value_outside_choices_or_range_fails_configure(ros_env, p, value):
+    """In-process, every parameter with choices or a range: configure fails before loading
+    anything, naming the parameter, the value and what is allowed (the checkpoint is empty as
+    well, so the text must be this check's, not the loader's)."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    errors, result = _in_process_node(ros_env, {p.name: value})
+    assert result == TransitionCallbackReturn.FAILURE
+    assert len(errors) == 1, errors
+    text = errors[0]
+    assert text.startswith(f"parameter {p.name}:") and repr(value) in text, text
+    allowed = [repr(c) for c in p.choices] if p.choices else [str(p.range[0]), str(p.range[1])]
+    assert all(a in text for a in allowed), text
+
+
+@pytest.mark.ros
+def test_the_range_ends_and_the_defaults_are_accepted(ros_env):
+    """The other side of the check: no error for the defaults, nor for every range end and
+    every choice (all set at once on one node)."""
+    assert _in_process_node(ros_env, {})[0] == []
+    for end in (0, 1):
+        values = {p.name: (p.choices[end % len(p.choices)] if p.choices else p.range[end]) for p in CHECKED}
+        values = {k: float(v) if isinstance(DEFAULTS[k], float) else v for k, v in values.items()}
+        assert _in_process_node(ros_env, values)[0] == [], values
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("name, value, allowed", [
+    ("mode", "segeverything", "['segevery', 'segany', 'both']"),
+    ("detector.conf", 1.5, "[0.0, 1.0]"),
+])
+def test_the_node_process_refuses_to_activate_with_a_bad_start_up_value(ros_process, name, value, allowed):
+    """A real node process (autostart, a valid checkpoint): one error line naming the parameter,
+    the value and the allowed ones; it never activates, and keeps running (unconfigured)."""
+    from conftest import read_log, wait_for
+    from nodeutil import node_argv
+
+    proc = ros_process(node_argv(**{name: value, "model.backend": "torch"}), name="node")
+    assert wait_for(lambda: "configure failed" in read_log(proc) or proc.poll() is not None, 60), read_log(proc)
+    log = read_log(proc)
+    line = next(l for l in log.splitlines() if "configure failed" in l)
+    assert f"parameter {name}: {value!r}" in line and allowed in line, log
+    assert "active:" not in log and "model ready" not in log
+    assert proc.poll() is None, log

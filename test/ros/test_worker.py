@@ -22,6 +22,9 @@ class LatestFrameWorker(_Worker):
     def submit_prompt(self, item):
         super().submit_prompt("", item)
 
+    def in_progress(self, key=""):
+        return super().in_progress(key)
+
     @property
     def one(self):
         return self.stats[""]
@@ -198,3 +201,22 @@ def test_prompt_queues_are_per_camera_and_take_turns():
     w.stop()
     assert [o[2] for o in order[1:]] == ["a2", "b0", "a3"]
     assert w.stats["front"].prompts_dropped == 2 and w.stats["rear"].prompts_dropped == 0
+
+
+def test_in_progress_names_the_item_and_its_time():
+    release, started = threading.Event(), threading.Event()
+
+    def prompt(item):
+        started.set()
+        release.wait(10)
+
+    w = LatestFrameWorker(lambda f: None, prompt, lambda *a: None)
+    assert w.in_progress() == ("", 0.0)
+    w.submit_prompt("p")
+    assert started.wait(5)
+    time.sleep(0.3)
+    kind, s = w.in_progress()
+    assert kind == "prompt" and 0.3 <= s < 5.0
+    release.set()
+    assert wait_for(lambda: w.in_progress() == ("", 0.0), 5)
+    w.stop()

@@ -24,7 +24,6 @@ from mobilesam_ros.core.config import Settings
 from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError
 from mobilesam_ros.core.engine.follow import FollowResult, FollowSet, follow_step
 from mobilesam_ros.core.engine.model import SegmentationModel
-from mobilesam_ros.core.engine.predictor import Prediction
 from mobilesam_ros.core.engine.segany import decode_prompts
 from mobilesam_ros.core.engine.segevery import decode_boxes
 from mobilesam_ros.core.engine.tracking import TRACK_COASTING, TRACK_CONFIRMED, TrackAssignment, Tracker
@@ -154,7 +153,7 @@ class CameraStream:
             res = follow_step(self.predictor, self._follow, frame)
             lost = [self._follow.get(i) for i in res.lost]
             again = self._follow.reacquire(segevery) if segevery is not None and lost else []
-        return Followed(*_followed_instances(res, lost, frame), again, res.dropped)
+        return Followed(*_followed_instances(res, lost, frame), again, res.dropped, res.rewound, res.rewound_from_ns)
 
     # ------------------------------------------------------------------ prompts
     def resolve(self, stamp_ns: Optional[int], tolerance_ns: int, latest_if_missing: bool = False) -> CachedFrame:
@@ -172,29 +171,24 @@ class CameraStream:
                follow: Sequence[bool] = (), check: Optional[Callable[[int, int], None]] = None) -> PromptResult:
         """One instance per prompt object, decoded on `frame` under the time/abandon `check`
         (called between decoder chunks; it may raise). Objects flagged in `follow` are followed
-        from then on, up to FollowConfig.max_objects: they start from this very decode (their low-res
-        logits are kept; at most max_objects new ones), so following costs no second decode."""
+        from then on: FollowConfig.max_objects applies first (`FollowSet.admit`), and the admitted
+        ones start from this very decode (their low-res logits are kept), so following costs no
+        second decode and no time beyond the answer's."""
         ids = [int(i) for i in ids]
         wanted = [k for k, f in enumerate(follow) if f]
-        take, refused = self._follow_room(ids, wanted)
-        ans = decode_prompts(self.predictor, prompts, frame, check=check, keep_logits=take)
-        inst = ans.instances
-        preds = [Prediction(inst.mask(k)[None], inst.scores[k:k + 1], ans.low_res[k]) for k in take]
         with self._lock:
             self._follow.config = self.settings.follow
-            refused += self._follow.add([ids[k] for k in take], preds, frame.stamp_ns)
+            admitted = self._follow.admit([ids[k] for k in wanted])
+        take = [k for k, ok in zip(wanted, admitted) if ok]
+        refused = [ids[k] for k, ok in zip(wanted, admitted) if not ok]
+        ans = decode_prompts(self.predictor, prompts, frame, check=check, keep_logits=take)
+        inst = ans.instances
+        if take:
+            boxes = inst.boxes[take] + np.array([0, 0, 1, 1], np.float32)  # SAM's x2/y2 inside -> one past
+            with self._lock:
+                refused += self._follow.start([ids[k] for k in take], [ans.low_res[k] for k in take], boxes,
+                                              inst.areas[take], frame.stamp_ns)
         return PromptResult(inst, ids, refused)
-
-    def _follow_room(self, ids: list, wanted: list) -> tuple[list, list]:
-        """(indices whose logits the answer keeps, ids refused at once): updates of followed ids
-        and at most FollowConfig.max_objects new ones; FollowSet.add then applies the exact rule
-        (empty masks, the room left)."""
-        with self._lock:
-            followed = set(self._follow.ids)
-        limit = self.settings.follow.max_objects
-        new = [k for k in wanted if ids[k] not in followed]
-        take = sorted([k for k in wanted if ids[k] in followed] + new[:limit])
-        return take, [ids[k] for k in new[limit:]]
 
     # ------------------------------------------------------------------ followed objects
     def remove_followed(self, ids: Sequence[int]) -> list:

@@ -9,11 +9,13 @@ factor ``max_area_change`` from the last good mask; a bad result is not kept (th
 re-prompts from the last good state again) and its object is reported lost. An object bad for longer than
 ``lost_timeout_s`` seconds of stamps is dropped. At most ``max_objects`` are followed. A lost
 object can be re-acquired from other instances of the frame (SegEvery's, in the node's mode
-`both`): :meth:`FollowSet.reacquire`.
+`both`): :meth:`FollowSet.reacquire`. When stamps go backwards (a looping bag, a simulator reset),
+the objects last seen after the new frame's stamp are dropped, as the tracker starts over: the
+scene they were in is gone, and their ages would go negative (:meth:`FollowSet.rewind`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
@@ -52,7 +54,8 @@ class Followed:
 class FollowResult:
     """One frame of followed objects: `instances` (the good ones, in `ids` order), `ids` (M,),
     `hits` (M,), `first_seen_ns` (M,); `lost` the ids without a good mask this frame; `dropped` the
-    ids given up this frame (lost for longer than lost_timeout_s)."""
+    ids given up this frame (lost for longer than lost_timeout_s); `rewound` the ids dropped because
+    the stamps went back (last seen after this frame, at `rewound_from_ns` the latest)."""
 
     instances: Instances
     ids: list[int]
@@ -60,6 +63,8 @@ class FollowResult:
     first_seen_ns: list[int]
     lost: list[int]
     dropped: list[int]
+    rewound: list[int] = field(default_factory=list)
+    rewound_from_ns: int = 0
 
 
 def _box_of(mask: np.ndarray) -> np.ndarray:
@@ -83,20 +88,50 @@ class FollowSet:
     def ids(self) -> list[int]:
         return list(self._objects)
 
-    def add(self, ids: Sequence[int], preds: Sequence[Prediction], stamp_ns: int) -> list[int]:
-        """Follow objects from their first decode (`preds[i]` of `ids[i]`, C = 1 candidate, as
-        predict_batch(select_best=True) gives). An existing id is replaced (update). Returns the
-        ids refused: empty masks, and those beyond max_objects (new ids only)."""
+    def admit(self, ids: Sequence[int]) -> list[bool]:
+        """Which of `ids` (in order) `start`/`add` would take under max_objects: followed ids
+        always (an update), new ids while room is left. Ask before decoding them: only the
+        admitted ones are worth a decode."""
+        room = self.config.max_objects - len(self._objects)
+        out, new = [], set()
+        for i in (int(i) for i in ids):
+            ok = i in self._objects or i in new or len(new) < room
+            if ok and i not in self._objects:
+                new.add(i)
+            out.append(ok)
+        return out
+
+    def start(self, ids: Sequence[int], logits: np.ndarray, boxes: np.ndarray, areas: Sequence[int],
+              stamp_ns: int) -> list[int]:
+        """Follow objects from their first decode on the frame stamped stamp_ns: `logits` (N, 1,
+        256, 256) low-res logits, `boxes` (N, 4) xyxy px with x2/y2 one past the last pixel of the
+        mask, `areas` (N,) mask pixels. An existing id is replaced (update). Returns the ids
+        refused: empty masks, and those beyond max_objects (new ids only)."""
         refused = []
-        for i, p in zip(ids, preds):
+        for i, lg, box, area in zip(ids, logits, boxes, areas):
             i = int(i)
-            mask = p.masks[0]
-            if not mask.any() or (i not in self._objects and len(self._objects) >= self.config.max_objects):
+            if int(area) <= 0 or not self.admit([i])[0]:
                 refused.append(i)
                 continue
-            self._objects[i] = Followed(i, p.low_res_logits[:1].astype(np.float32), _box_of(mask),
-                                        int(mask.sum()), int(stamp_ns), int(stamp_ns))
+            self._objects[i] = Followed(i, np.asarray(lg[:1], np.float32), np.asarray(box, np.float32),
+                                        int(area), int(stamp_ns), int(stamp_ns))
         return refused
+
+    def add(self, ids: Sequence[int], preds: Sequence[Prediction], stamp_ns: int) -> list[int]:
+        """`start` from full decodes (`preds[i]` of `ids[i]`, C = 1 candidate with its mask, as
+        predict_batch(select_best=True) gives)."""
+        masks = [p.masks[0] for p in preds]
+        boxes = [_box_of(m) if m.any() else np.zeros(4, np.float32) for m in masks]
+        return self.start(ids, [p.low_res_logits for p in preds], boxes, [int(m.sum()) for m in masks], stamp_ns)
+
+    def rewind(self, stamp_ns: int) -> tuple[list[int], int]:
+        """Drop the objects last seen (good) after stamp_ns: the stamps went back (a looping bag,
+        a simulator reset), so the scene they were in is gone. Objects started on this frame or
+        an older one stay. Returns (their ids, the latest of their last good stamps, 0 if none)."""
+        gone = [o for o in self._objects.values() if o.good_ns > stamp_ns]
+        for o in gone:
+            del self._objects[o.id]
+        return [o.id for o in gone], max((o.good_ns for o in gone), default=0)
 
     def remove(self, ids: Sequence[int]) -> list[int]:
         """Stop following `ids`; returns those that were followed."""
@@ -132,10 +167,15 @@ class FollowSet:
         return [ObjectPrompt(box=o.box, mask_input=o.logits) for o in self._objects.values()]
 
     def update(self, preds: Sequence[Prediction], stamp_ns: int, image_hw: tuple[int, int]) -> FollowResult:
-        """Take the re-prompt results (`preds` in `ids` order) of the frame stamped stamp_ns."""
+        """Take the re-prompt results (`preds` in `ids` order) of the frame stamped stamp_ns.
+        Objects last seen after stamp_ns are dropped first (`rewind`; their preds are ignored)."""
         cfg = self.config
+        objects = list(self._objects.values())
+        rewound, rewound_from = self.rewind(stamp_ns)
         good_masks, ids, hits, first, lost, dropped, scores, stab = [], [], [], [], [], [], [], []
-        for o, p in zip(list(self._objects.values()), preds):
+        for o, p in zip(objects, preds):
+            if o.id in rewound:
+                continue
             mask, iou = p.masks[0], float(p.iou[0])
             area = int(mask.sum())
             ratio = area / max(o.area, 1)
@@ -157,13 +197,16 @@ class FollowSet:
                 lost.append(o.id)
         inst = (Instances.from_masks(np.stack(good_masks), np.array(scores), stability=np.array(stab)).pack_bits()
                 if good_masks else Instances.empty(image_hw).pack_bits())
-        return FollowResult(inst, ids, hits, first, lost, dropped)
+        return FollowResult(inst, ids, hits, first, lost, dropped, rewound, rewound_from)
 
 
 def follow_step(predictor: SamPredictor, followed: FollowSet, frame: CachedFrame) -> Optional[FollowResult]:
     """Re-prompt every followed object on `frame` (encoded, original px) in one batched decode and
-    update them; None when nothing is followed."""
+    update them; None when nothing is followed. Objects from after the frame's stamp (the stamps
+    went back) are dropped before the decode (`FollowSet.rewind`): the result names them."""
     if not len(followed):
         return None
-    preds = predictor.predict_on(frame, followed.prompts())
-    return followed.update(preds, frame.stamp_ns, frame.original_size)
+    rewound, rewound_from = followed.rewind(frame.stamp_ns)
+    preds = predictor.predict_on(frame, followed.prompts()) if len(followed) else []
+    res = followed.update(preds, frame.stamp_ns, frame.original_size)
+    return replace(res, rewound=rewound + res.rewound, rewound_from_ns=max(rewound_from, res.rewound_from_ns))

@@ -84,6 +84,67 @@ def test_a_lost_object_is_reacquired_from_the_best_overlapping_instance():
     assert fs2.reacquire(instances((5, 5, 15, 15))) == []
 
 
+def test_admit_says_which_ids_fit_before_anything_is_decoded():
+    fs = FollowSet(FollowConfig(max_objects=3))
+    fs.add([1], [pred(0, 0, 10, 10)], 0)
+    # 1 is followed (an update: always), then room for two new ids; a repeated new id counts once
+    assert fs.admit([4, 1, 4, 5, 6, 7]) == [True, True, True, True, False, False]
+    assert fs.ids == [1]  # asking changes nothing
+
+
+def test_start_takes_logits_boxes_and_areas_without_masks():
+    fs = FollowSet(FollowConfig(max_objects=2))
+    logits = np.full((3, 1, 256, 256), 1.5, np.float32)
+    boxes = np.array([[10, 5, 20, 15], [0, 0, 4, 4], [1, 1, 3, 3]], np.float32)
+    assert fs.start([7, 8, 9], logits, boxes, [100, 0, 4], 5 * S) == [8]  # 8: empty mask
+    assert fs.ids == [7, 9] and fs.get(7).area == 100 and fs.get(9).first_ns == 5 * S
+    np.testing.assert_array_equal(fs.prompts()[0].box, [10, 5, 20, 15])
+    assert fs.start([3], logits[:1], boxes[:1], [9], 5 * S) == [3]  # max_objects = 2 reached
+
+
+def test_stamps_going_back_drop_the_objects_from_the_later_scene():
+    """A looping bag: the next frame is stamped before the objects' last good masks. Those objects
+    are dropped, reported as rewound with the jump's origin; none is kept with a negative age; an
+    object started on the new, earlier frame stays."""
+    fs = FollowSet(FollowConfig(lost_timeout_s=1.0))
+    fs.add([1, 2], [pred(0, 0, 10, 10), pred(30, 0, 40, 10)], 100 * S)
+    r = fs.update([pred(0, 0, 10, 10), pred(30, 0, 40, 10, iou=0.0)], 100 * S + S // 10, HW)
+    assert r.ids == [1] and r.lost == [2] and r.rewound == []
+    fs.add([3], [pred(20, 20, 30, 30)], S)  # a prompt on the replayed bag's first frame
+    r = fs.update([pred(0, 0, 10, 10), pred(30, 0, 40, 10), pred(20, 20, 30, 30)], S + S // 10, HW)
+    assert r.rewound == [1, 2] and r.rewound_from_ns == 100 * S + S // 10
+    assert fs.ids == [3] and r.ids == [3] and r.lost == [] and r.dropped == []
+    assert all(S + S // 10 - f >= 0 for f in r.first_seen_ns)
+    # the same stamp again (a repeated frame) is no jump
+    r = fs.update([pred(20, 20, 30, 30)], S + S // 10, HW)
+    assert r.ids == [3] and r.rewound == []
+
+
+def test_follow_step_rewinds_before_decoding():
+    """follow_step drops the objects from after the frame before it decodes: none of them is
+    re-prompted (a decoder spy counts the prompts)."""
+    from mobilesam_ros.core.structures.frame import CachedFrame
+
+    class Frames:  # the predictor's two calls follow_step makes, on a 40x60 frame
+        decoded = []
+
+        def frame(self, stamp_ns):
+            return CachedFrame(stamp_ns=stamp_ns, input_size=(40, 60), original_size=HW, handle=None)
+
+        def predict_batch(self, prompts, stamp_ns):
+            self.decoded.append(len(prompts))
+            return [pred(20, 20, 30, 30) for _ in prompts]
+
+    fs = FollowSet()
+    fs.add([1, 2], [pred(0, 0, 10, 10), pred(30, 0, 40, 10)], 50 * S)
+    fs.add([3], [pred(20, 20, 30, 30)], S)
+    r = follow_step(Frames(), fs, 2 * S)
+    assert Frames.decoded == [1] and r.rewound == [1, 2] and r.ids == [3]
+    fs.add([4], [pred(0, 0, 10, 10)], 50 * S)
+    r = follow_step(Frames(), fs, S)
+    assert Frames.decoded == [1] and r.rewound == [3, 4] and len(fs) == 0 and len(r.instances) == 0
+
+
 @pytest.mark.slow
 def test_follow_on_the_camera_sequence_batches_and_equals_single_decodes():
     from mobilesam_ros.core.runtime.torch_backend import TorchBackend

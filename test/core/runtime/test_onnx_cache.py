@@ -108,7 +108,8 @@ def test_auto_falls_back_to_torch_when_export_is_impossible(tmp_path, monkeypatc
         be = build_backend(ModelConfig(SEED2, onnx_cache_dir=str(tmp_path)))
     assert isinstance(be, TorchBackend)
     assert "falling back to torch" in caplog.text and "No module named 'onnx'" in caplog.text
-    assert not [e for e in os.listdir(tmp_path / "onnx")]  # nothing half-written left behind
+    # nothing half-written left behind (the key's empty lock file stays: see onnx_cache)
+    assert [e for e in os.listdir(tmp_path / "onnx")] == [f".{onnx_cache.entry_key([SEED2])}.lock"]
     with pytest.raises(onnx_cache.ExportUnavailable):  # an explicit onnx choice is not overridden
         build_backend(ModelConfig(SEED2, backend="onnx", onnx_cache_dir=str(tmp_path)))
 
@@ -142,3 +143,36 @@ def test_precision_choices_are_the_torch_backends():
     from mobilesam_ros.core.config import PRECISION_CHOICES
 
     assert set(PRECISION_CHOICES) == set(PRECISIONS)
+
+
+def unwritable(tmp_path) -> str:
+    """A cache folder that cannot be created, even by root (tests run as root, where a chmod-ed
+    folder stays writable): a path below a regular file."""
+    (tmp_path / "a_file").write_text("not a folder")
+    return str(tmp_path / "a_file" / "cache")
+
+
+@pytest.mark.parametrize("via", ["parameter", "environment"])
+def test_auto_falls_back_to_torch_with_one_warning_when_the_cache_cannot_be_written(
+        tmp_path, monkeypatch, caplog, via):
+    """A read-only ~/.cache (a system service's home): torch, and one warning that names the folder
+    and the parameter that moves it."""
+    folder = unwritable(tmp_path)
+    if via == "environment":  # the default cache location, as a service account meets it
+        monkeypatch.setenv("MOBILESAM_CACHE_DIR", folder)
+    cfg = ModelConfig(SEED2, onnx_cache_dir=folder if via == "parameter" else "")
+    with caplog.at_level(logging.INFO, logger="mobilesam_ros"):
+        be = build_backend(cfg)
+    assert isinstance(be, TorchBackend)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert folder in warnings[0] and "model.onnx_cache_dir" in warnings[0], warnings[0]
+    assert "falling back to torch" in warnings[0]
+
+
+def test_explicit_onnx_with_an_unwritable_cache_is_one_clear_error(tmp_path):
+    folder = unwritable(tmp_path)
+    with pytest.raises(onnx_cache.ExportUnavailable) as err:
+        build_backend(ModelConfig(SEED2, backend="onnx", onnx_cache_dir=folder))
+    assert folder in str(err.value) and "model.onnx_cache_dir" in str(err.value)
+    assert "NotADirectoryError" in str(err.value)  # the reason, as the OS gave it
