@@ -8,10 +8,14 @@ import traceback
 
 import numpy as np
 
-from mobilesam_ros.core.config import BACKENDS, OMP_WAIT_POLICIES, PRECISION_CHOICES, CpuPolicy, ModelConfig
+from mobilesam_ros.core.config import (BACKENDS, OMP_WAIT_POLICIES, PRECISION_CHOICES, CpuPolicy, ModelConfig,
+                                       name_settings)
 from mobilesam_ros.core.errors import UsageError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+# the core's messages name these settings by the options below (core/config.setting_name)
+name_settings({(ModelConfig, "onnx_cache_dir"): "--onnx-cache-dir", (ModelConfig, "onnx_encoder"): "--onnx-encoder",
+               (ModelConfig, "onnx_decoder"): "--onnx-decoder", (ModelConfig, "checkpoint"): "--checkpoint"})
 
 
 class CliError(UsageError):

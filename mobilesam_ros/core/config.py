@@ -18,7 +18,7 @@ from mobilesam_ros.core.errors import ConfigError
 __all__ = ["MODES", "BACKENDS", "PRECISION_CHOICES", "OMP_WAIT_POLICIES", "CpuPolicy", "ModelConfig",
            "DetectorConfig", "V2_DETECTOR_SETTINGS", "FilterConfig", "CLI_FILTERS", "PipelineConfig",
            "NodeConfig", "SegEveryConfig", "SegAnyConfig", "ImageConfig", "OverlayConfig", "DepthConfig",
-           "Extract3DConfig", "TrackerConfig", "FollowConfig", "Settings"]
+           "Extract3DConfig", "TrackerConfig", "FollowConfig", "Settings", "name_settings", "setting_name"]
 
 MODES = ("segevery", "segany", "both")
 BACKENDS = ("auto", "torch", "onnx")
@@ -336,3 +336,22 @@ class Settings:
     overlay: OverlayConfig = field(default_factory=OverlayConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     extract3d: Extract3DConfig = field(default_factory=Extract3DConfig)
+
+
+# ----------------------------------------------------------------------------- names for messages
+# What the users of an adapter call a config field (the node: its parameter `model.onnx_cache_dir`;
+# the CLI: its option `--onnx-cache-dir`). The core names settings in its messages through
+# `setting_name`, so an error tells the user what to change in their own terms without the core
+# knowing any ROS parameter. Each adapter registers its names once, at import.
+_SETTING_NAMES: dict = {}
+
+
+def name_settings(names: Mapping) -> None:
+    """Register {(owner dataclass, field name): what the user sets} (later registrations add)."""
+    for (owner, fld), name in names.items():
+        _SETTING_NAMES.setdefault((owner.__name__, fld), []).append(str(name))
+
+
+def setting_name(owner: type, fld: str) -> str:
+    """How the user sets `owner.fld`: the registered names joined by " / ", else "Owner.fld"."""
+    return " / ".join(_SETTING_NAMES.get((owner.__name__, fld), ())) or f"{owner.__name__}.{fld}"

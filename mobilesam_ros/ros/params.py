@@ -20,7 +20,8 @@ from rclpy.parameter import Parameter
 from mobilesam_ros.core.config import (MODES, BACKENDS, OMP_WAIT_POLICIES, PRECISION_CHOICES, CpuPolicy,
                                        DepthConfig, DetectorConfig, Extract3DConfig, FilterConfig,
                                        FollowConfig, ImageConfig, ModelConfig, NodeConfig, OverlayConfig,
-                                       PipelineConfig, SegAnyConfig, SegEveryConfig, Settings, TrackerConfig)
+                                       PipelineConfig, SegAnyConfig, SegEveryConfig, Settings, TrackerConfig,
+                                       name_settings)
 
 C = TypeVar("C")
 
@@ -258,6 +259,8 @@ PARAMS += (
           "under an id from 2147483648 up (the id its answer carries)"),
 )
 _BY_NAME = {p.name: p for p in PARAMS}
+# the core's messages name a setting the way the node's users set it (core/config.setting_name)
+name_settings({(p.owner, p.field): p.name for p in PARAMS})
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMS}
 
 

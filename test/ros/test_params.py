@@ -244,3 +244,16 @@ def test_the_node_process_refuses_to_activate_with_a_bad_start_up_value(ros_proc
     assert f"parameter {name}: {value!r}" in line and allowed in line, log
     assert "active:" not in log and "model ready" not in log
     assert proc.poll() is None, log
+
+
+def test_core_messages_name_settings_as_the_node_sets_them():
+    """The core names settings through core/config.setting_name; the node's parameter table
+    registers its names, so an unwritable ONNX cache names model.onnx_cache_dir in the node."""
+    from mobilesam_ros.core.config import ModelConfig, setting_name
+    from mobilesam_ros.core.runtime.onnx_cache import CacheUnwritable
+
+    import mobilesam_ros.ros.params  # noqa: F401  registers the names at import
+
+    assert "model.onnx_cache_dir" in setting_name(ModelConfig, "onnx_cache_dir")
+    text = str(CacheUnwritable(__import__("pathlib").Path("/ro/cache"), PermissionError(13, "Permission denied")))
+    assert "/ro/cache" in text and "model.onnx_cache_dir" in text and "model.onnx_encoder" in text

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from mobilesam_ros.core.config import ModelConfig, setting_name
 from mobilesam_ros.core.errors import UsageError
 from mobilesam_ros.core.io.atomic import atomic_write_json
 from mobilesam_ros.core.io.checkpoints import CheckpointError
@@ -57,8 +58,8 @@ class CacheUnwritable(ExportUnavailable, UsageError):
     def __init__(self, folder: Path, exc: OSError):
         super().__init__(
             f"ONNX cache folder {folder} cannot be written ({type(exc).__name__}: {exc.strerror or exc}); "
-            "set model.onnx_cache_dir (CLI --onnx-cache-dir, or $MOBILESAM_CACHE_DIR) to a writable "
-            "folder, or give model.onnx_encoder and model.onnx_decoder")
+            f"set {setting_name(ModelConfig, 'onnx_cache_dir')} (or $MOBILESAM_CACHE_DIR) to a writable folder, "
+            f"or give {setting_name(ModelConfig, 'onnx_encoder')} and {setting_name(ModelConfig, 'onnx_decoder')}")
 
 
 def cache_root(explicit: str = "") -> Path:

@@ -125,23 +125,23 @@ def test_follow_step_rewinds_before_decoding():
     re-prompted (a decoder spy counts the prompts)."""
     from mobilesam_ros.core.structures.frame import CachedFrame
 
-    class Frames:  # the predictor's two calls follow_step makes, on a 40x60 frame
+    class Frames:  # the predictor call follow_step makes, on a 40x60 frame
         decoded = []
 
-        def frame(self, stamp_ns):
-            return CachedFrame(stamp_ns=stamp_ns, input_size=(40, 60), original_size=HW, handle=None)
-
-        def predict_batch(self, prompts, stamp_ns):
+        def predict_on(self, frame, prompts):
             self.decoded.append(len(prompts))
             return [pred(20, 20, 30, 30) for _ in prompts]
+
+    def frame(stamp_ns):
+        return CachedFrame(stamp_ns=stamp_ns, input_size=(40, 60), original_size=HW, handle=None)
 
     fs = FollowSet()
     fs.add([1, 2], [pred(0, 0, 10, 10), pred(30, 0, 40, 10)], 50 * S)
     fs.add([3], [pred(20, 20, 30, 30)], S)
-    r = follow_step(Frames(), fs, 2 * S)
+    r = follow_step(Frames(), fs, frame(2 * S))
     assert Frames.decoded == [1] and r.rewound == [1, 2] and r.ids == [3]
     fs.add([4], [pred(0, 0, 10, 10)], 50 * S)
-    r = follow_step(Frames(), fs, S)
+    r = follow_step(Frames(), fs, frame(S))
     assert Frames.decoded == [1] and r.rewound == [3, 4] and len(fs) == 0 and len(r.instances) == 0
 
 

@@ -14,6 +14,7 @@ from mobilesam_ros.core.runtime.onnx_backend import OnnxBackend
 from mobilesam_ros.core.runtime.torch_backend import TorchBackend
 from mobilesam_ros.core.io.checkpoints import CheckpointError, load_mobile_sam
 from mobilesam_ros.core.runtime.factory import ModelConfig, build_backend, resolve_backend
+from mobilesam_ros.core.config import setting_name
 from mobilesam_ros.core.engine.predictor import SamPredictor
 
 SEED2 = str(shared_path("fixtures", "mobile_sam_seed2.pt"))
@@ -166,7 +167,7 @@ def test_auto_falls_back_to_torch_with_one_warning_when_the_cache_cannot_be_writ
     assert isinstance(be, TorchBackend)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, warnings
-    assert folder in warnings[0] and "model.onnx_cache_dir" in warnings[0], warnings[0]
+    assert folder in warnings[0] and setting_name(ModelConfig, "onnx_cache_dir") in warnings[0], warnings[0]
     assert "falling back to torch" in warnings[0]
 
 
@@ -174,5 +175,5 @@ def test_explicit_onnx_with_an_unwritable_cache_is_one_clear_error(tmp_path):
     folder = unwritable(tmp_path)
     with pytest.raises(onnx_cache.ExportUnavailable) as err:
         build_backend(ModelConfig(SEED2, backend="onnx", onnx_cache_dir=folder))
-    assert folder in str(err.value) and "model.onnx_cache_dir" in str(err.value)
+    assert folder in str(err.value) and setting_name(ModelConfig, "onnx_cache_dir") in str(err.value)
     assert "NotADirectoryError" in str(err.value)  # the reason, as the OS gave it
