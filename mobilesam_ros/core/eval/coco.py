@@ -161,6 +161,7 @@ def coco_from_dict(data: Mapping[str, Any]) -> COCO:
     c = COCO()
     c.dataset = dict(data)
     c.dataset.setdefault("categories", [])
+    c.dataset.setdefault("info", {})  # pycocotools 2.0.10's loadRes copies it
     with contextlib.redirect_stdout(io.StringIO()):
         c.createIndex()
     return c
