@@ -13,7 +13,7 @@ import numpy as np
 
 from mobilesam_ros.cli.common import (EXIT_OK, CliError, add_cpu_args, add_model_args, cpu_policy,
                                       model_config)
-from mobilesam_ros.core.config import BACKENDS, PRECISION_CHOICES, EvalConfig, ModelConfig
+from mobilesam_ros.core.config import BACKENDS, PRECISION_CHOICES, DetectorConfig, EvalConfig, ModelConfig
 
 _EPILOG = """\
 examples (real weights; see the README section "Measuring models"):
@@ -36,9 +36,9 @@ def add_parser(sub) -> None:
 def _add_common(ap: argparse.ArgumentParser, d: EvalConfig) -> None:
     ap.add_argument("--grid", type=int, default=d.grid, metavar="N",
                     help="grid SegEvery: N x N points (default: %(default)s, SAM's)")
-    ap.add_argument("--pred-iou-thresh", type=float, default=0.88,
+    ap.add_argument("--pred-iou-thresh", type=float, default=d.grid_pred_iou_thresh,
                     help="grid SegEvery: drop masks below this predicted IoU (default: %(default)s, SAM's)")
-    ap.add_argument("--stability-thresh", type=float, default=0.95,
+    ap.add_argument("--stability-thresh", type=float, default=d.grid_stability_thresh,
                     help="grid SegEvery: drop masks below this stability (default: %(default)s, SAM's)")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
@@ -90,7 +90,8 @@ def _add_segevery(which) -> None:
     ap.add_argument("--conf", type=float, default=d.ar_conf,
                     help="detector confidence floor (default: %(default)s: low, so AR@1000 means "
                     "something)")
-    ap.add_argument("--iou", type=float, default=0.9, help="detector NMS IoU (default: %(default)s)")
+    ap.add_argument("--iou", type=float, default=DetectorConfig.iou,
+                    help="detector NMS IoU (default: %(default)s)")
     ap.add_argument("--max-det", type=int, default=d.ar_max_det, help="boxes per image (default: "
                     "%(default)s)")
     ap.add_argument("--no-grid", action="store_true", help="score the detector SegEvery only")

@@ -47,9 +47,9 @@ def add_parser(sub) -> None:
                     help="grid SegEvery: N x N points (default: %(default)s)")
     ap.add_argument("--conf", type=float, default=det.conf, help="detector confidence (default: %(default)s)")
     ap.add_argument("--iou", type=float, default=det.iou, help="detector NMS IoU (default: %(default)s)")
-    ap.add_argument("--pred-iou-thresh", type=float, default=0.88,
+    ap.add_argument("--pred-iou-thresh", type=float, default=d.grid_pred_iou_thresh,
                     help="drop masks below this predicted IoU (default: %(default)s, SAM's grid value)")
-    ap.add_argument("--stability-thresh", type=float, default=0.95,
+    ap.add_argument("--stability-thresh", type=float, default=d.grid_stability_thresh,
                     help="drop masks below this stability (default: %(default)s, SAM's grid value)")
     ap.add_argument("--min-area", type=int, default=filt.min_area, help="drop smaller masks (px)")
     ap.add_argument("--max-instances", type=int, default=filt.max_instances, help="per frame")

@@ -312,6 +312,8 @@ class EvalConfig:
     max_objects: reference masks per image that prompts are sampled from (best predicted IoU
         first; ground truth: the largest first).
     grid: points per side of the grid SegEvery (SAM's automatic mask generator; 32 = SAM's).
+    grid_pred_iou_thresh, grid_stability_thresh: the grid's mask filters (SAM's generator's
+        defaults; a detector's or the user's prompts are not filtered by score).
     ar_conf, ar_max_det: the detector's confidence floor and box budget for `eval segevery`: low
         enough and large enough that AR@1000 can differ from AR@100 (MobileSAMv2 scores its
         proposals this way, not at the interactive conf 0.4 / 300 boxes).
@@ -322,6 +324,8 @@ class EvalConfig:
     bootstrap: int = 1000
     max_objects: int = 16
     grid: int = 32
+    grid_pred_iou_thresh: float = 0.88
+    grid_stability_thresh: float = 0.95
     ar_conf: float = 0.01
     ar_max_det: int = 1000
     label_fps: float = 10.0
