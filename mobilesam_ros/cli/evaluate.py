@@ -177,6 +177,8 @@ def run_segany(args: argparse.Namespace) -> int:
 
     _check_positive(max_images=args.max_images, max_objects=args.max_objects, bootstrap=args.bootstrap,
                     grid=args.grid)
+    if args.detector and args.gt:
+        raise CliError("--detector and --gt both choose the reference masks: give one")
     source = open_input(args.data, args.topic)
     keys = source.keys()[:args.max_images] if args.max_images else source.keys()
     gt_index = None
@@ -188,7 +190,7 @@ def run_segany(args: argparse.Namespace) -> int:
         coco = coco_from_dict(load_ground_truth(args.gt, args.data))
         gt_index = (coco, {img["file_name"]: i for i, img in coco.imgs.items()})
     detector = None
-    if args.detector and not args.gt:
+    if args.detector:
         from mobilesam_ros.core.engine.detector import YoloV8OnnxDetector
 
         detector = YoloV8OnnxDetector(args.detector, cpu=cpu_policy(args))

@@ -315,8 +315,8 @@ class EvalConfig:
     grid_pred_iou_thresh, grid_stability_thresh: the grid's mask filters (SAM's generator's
         defaults; a detector's or the user's prompts are not filtered by score).
     ar_conf, ar_max_det: the detector's confidence floor and box budget for `eval segevery`: low
-        enough and large enough that AR@1000 can differ from AR@100 (MobileSAMv2 scores its
-        proposals this way, not at the interactive conf 0.4 / 300 boxes).
+        enough and large enough that AR@1000 can differ from AR@100 (0.001 is Ultralytics'
+        validation floor; proposals are scored this way, not at the interactive conf 0.4 / 300 boxes).
     label_fps: frame rate assumed for an image folder when tracking in `label` (stamps = index / fps).
     """
 
@@ -326,7 +326,7 @@ class EvalConfig:
     grid: int = 32
     grid_pred_iou_thresh: float = 0.88
     grid_stability_thresh: float = 0.95
-    ar_conf: float = 0.01
+    ar_conf: float = 0.001
     ar_max_det: int = 1000
     label_fps: float = 10.0
 

@@ -202,8 +202,30 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
           "--prompts", str(bad)], "boxes must be a list of 4 numbers"),
         (["eval", "segany", "--teacher", SEED2, "--student", SEED2, "--data", str(tmp_path / "nowhere")],
          "no such file or directory"),
+        (["eval", "segany", "--teacher", SEED2, "--student", SEED2, "--data", VAL_IMAGES, "--gt", VAL_LABELS,
+          "--detector", DETECTOR], "give one"),
+        (["eval", "segevery", "--checkpoint", SEED2, "--gt", VAL_LABELS, "--images", VAL_IMAGES, "--no-grid"],
+         "nothing to score"),
     ]
     for args, message in cases:
         rc, _, se = run_cli(*args, *FAST)
         assert rc == 2, se
         assert message in se.strip().splitlines()[-1] and "Traceback" not in se, se
+
+
+@pytest.mark.slow
+def test_label_with_a_prompts_file(tmp_path):
+    frames = _frames(tmp_path, 2)
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({"000000.png": {"boxes": [[10, 10, 80, 100], [90, 20, 150, 110]],
+                                                  "points": [[40, 60]]}}))
+    out = tmp_path / "p_out.json"
+    rc, so, se = run_cli("label", "--checkpoint", SEED2, "--input", str(frames), "--out", str(out),
+                         "--prompts", str(prompts), "--no-track", *FAST)
+    assert rc == 0, se
+    coco = COCO(str(out))
+    by_name = {i["file_name"]: i["id"] for i in coco.dataset["images"]}
+    first = coco.loadAnns(coco.getAnnIds(imgIds=[by_name["000000.png"]]))
+    assert 1 <= len(first) <= 3  # one per prompt, minus masks that came out empty
+    assert coco.getAnnIds(imgIds=[by_name["000001.png"]]) == []  # no entry, no objects
+    assert all(a["attributes"]["track_id"] == 0 and a["category_id"] == 1 for a in first)
