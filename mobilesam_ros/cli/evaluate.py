@@ -154,7 +154,8 @@ def _reference_masks(teacher, image, frame, key, args, detector, gt_index) -> np
     if gt_index is not None:
         coco, by_name = gt_index
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[by_name[key]])) if key in by_name else []
-        anns = sorted(anns, key=lambda a: -a["area"])[:args.max_objects]
+        # crowd regions are several objects in one mask: no single object for a prompt to pick
+        anns = sorted((a for a in anns if not a.get("iscrowd")), key=lambda a: -a["area"])[:args.max_objects]
         from mobilesam_ros.core.eval.coco import annotation_mask
 
         masks = [annotation_mask(coco, a) for a in anns]
