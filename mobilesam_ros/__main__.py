@@ -1,4 +1,4 @@
-"""python -m mobilesam_ros {segany,segevery,export,distill}: the ROS-free command line."""
+"""python -m mobilesam_ros {segany,segevery,export,distill,eval,label}: the ROS-free command line."""
 from __future__ import annotations
 
 import argparse
@@ -6,12 +6,12 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mobilesam_ros.cli import distill, export, segany, segevery
+    from mobilesam_ros.cli import distill, evaluate, export, label, segany, segevery
 
     ap = argparse.ArgumentParser(prog="python -m mobilesam_ros", description="MobileSAM / MobileSAMv2 "
-                                 "segmentation without ROS: SegAny, SegEvery, ONNX export, distillation.")
+                                 "segmentation without ROS: SegAny, SegEvery, ONNX export, distillation, evaluation, labelling.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for mod in (segany, segevery, export, distill):
+    for mod in (segany, segevery, export, distill, evaluate, label):
         mod.add_parser(sub)
     return ap
 

@@ -111,6 +111,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from mobilesam_ros.core.structures.prompts import PromptError
     from mobilesam_ros.distill.data import SourceError
     from mobilesam_ros.distill.teacher_cache import CacheError
+    # core/eval's GroundTruthError and LabelFileError are UsageErrors
 
     return (UsageError, FileNotFoundError, CheckpointError, WeightsMissing, ImageError,
             ImageMessageError, PromptError, DepthError, SourceError, CacheError)

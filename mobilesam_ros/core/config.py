@@ -18,7 +18,8 @@ from mobilesam_ros.core.errors import ConfigError
 __all__ = ["MODES", "BACKENDS", "PRECISION_CHOICES", "OMP_WAIT_POLICIES", "CpuPolicy", "ModelConfig",
            "DetectorConfig", "V2_DETECTOR_SETTINGS", "FilterConfig", "CLI_FILTERS", "PipelineConfig",
            "NodeConfig", "SegEveryConfig", "SegAnyConfig", "ImageConfig", "OverlayConfig", "DepthConfig",
-           "Extract3DConfig", "TrackerConfig", "FollowConfig", "Settings", "name_settings", "setting_name"]
+           "Extract3DConfig", "TrackerConfig", "FollowConfig", "Settings", "EvalConfig", "name_settings",
+           "setting_name"]
 
 MODES = ("segevery", "segany", "both")
 BACKENDS = ("auto", "torch", "onnx")
@@ -355,3 +356,43 @@ def name_settings(names: Mapping) -> None:
 def setting_name(owner: type, fld: str) -> str:
     """How the user sets `owner.fld`: the registered names joined by " / ", else "Owner.fld"."""
     return " / ".join(_SETTING_NAMES.get((owner.__name__, fld), ())) or f"{owner.__name__}.{fld}"
+
+
+# ----------------------------------------------------------------------------- eval and label
+@dataclass(frozen=True)
+class EvalConfig:
+    """Defaults of `mobilesam eval segany|segevery` and `mobilesam label` (core/eval/).
+
+    seed: seeds prompt sampling (per image: seed + image index) and the bootstrap.
+    bootstrap: resamples of the bootstrap 95% interval of each mIoU.
+    max_objects: reference masks per image that prompts are sampled from (best predicted IoU
+        first; ground truth: the largest first).
+    grid: points per side of the grid SegEvery (SAM's automatic mask generator; 32 = SAM's).
+    grid_pred_iou_thresh, grid_stability_thresh: the grid's mask filters (SAM's generator's
+        defaults; a detector's or the user's prompts are not filtered by score).
+    ar_conf, ar_max_det: the detector's confidence floor and box budget for `eval segevery`: low
+        enough and large enough that AR@1000 can differ from AR@100 (0.001 is Ultralytics'
+        validation floor; proposals are scored this way, not at the interactive conf 0.4 / 300 boxes).
+    label_fps: frame rate assumed for an image folder when tracking in `label` (stamps = index / fps).
+    """
+
+    seed: int = 0
+    bootstrap: int = 1000
+    max_objects: int = 16
+    grid: int = 32
+    grid_pred_iou_thresh: float = 0.88
+    grid_stability_thresh: float = 0.95
+    ar_conf: float = 0.001
+    ar_max_det: int = 1000
+    label_fps: float = 10.0
+
+    def __post_init__(self) -> None:
+        checks = ((self.bootstrap >= 1, "bootstrap must be >= 1"),
+                  (self.max_objects >= 1, "max_objects must be >= 1"),
+                  (self.grid >= 1, "grid must be >= 1"),
+                  (0.0 <= self.ar_conf <= 1.0, "ar_conf must be in [0, 1]"),
+                  (self.ar_max_det >= 1, "ar_max_det must be >= 1"),
+                  (self.label_fps > 0.0, "label_fps must be > 0"))
+        for ok, why in checks:
+            if not ok:
+                raise ConfigError(why)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilesam_ros.core.eval.metrics import mask_iou  # the one mIoU (also `mobilesam eval segany`)
 from mobilesam_ros.distill.inputs import INPUT_SIZE, model_input
 
 BOX_FRACTIONS: tuple[tuple[float, float, float, float], ...] = (
@@ -84,13 +85,6 @@ def decode_masks(prompt_encoder: nn.Module, mask_decoder: nn.Module, embedding: 
     return out
 
 
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-mask IoU of two bool stacks (M, h, w) -> (M,) float32; both empty -> 1."""
-    inter = (a & b).flatten(1).sum(1).float()
-    union = (a | b).flatten(1).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-
-
 @torch.no_grad()
 def evaluate(student: nn.Module, inputs: np.ndarray, targets: np.ndarray,
              rows: Sequence[int], sizes: Sequence[Sequence[int]], device: torch.device,
@@ -119,7 +113,7 @@ def evaluate(student: nn.Module, inputs: np.ndarray, targets: np.ndarray,
             for j in range(len(idx)):
                 m_t = decode_masks(*decoder, tgt[j:j + 1], sz[j], points_per_side)
                 m_s = decode_masks(*decoder, pred[j:j + 1], sz[j], points_per_side)
-                ious.append(mask_iou(m_t, m_s).cpu())
+                ious.append(mask_iou(m_t, m_s).float().cpu())
     iou = float(torch.cat(ious).mean()) if ious else None
     n_masks = int(sum(len(t) for t in ious))
     return EvalResult(float(np.mean(mses)) if mses else float("nan"), iou, len(mses), n_masks)

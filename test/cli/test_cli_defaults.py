@@ -58,3 +58,21 @@ def test_distill_arguments_default_to_distill_config():
     shared = set(fields) & set(args)
     assert len(shared) >= 20  # the options really are compared, not skipped
     assert {k: args[k] for k in shared} == {k: fields[k] for k in shared}
+
+
+def test_eval_and_label_arguments_default_to_eval_config():
+    from mobilesam_ros.core.config import EvalConfig
+
+    d, det = EvalConfig(), DetectorConfig()
+    p = build_parser()
+    a = p.parse_args(["eval", "segany", "--teacher", "t.pt", "--student", "s.pt", "--data", "d"])
+    assert (a.seed, a.bootstrap, a.max_objects, a.grid, a.pred_iou_thresh, a.stability_thresh) == (
+        d.seed, d.bootstrap, d.max_objects, d.grid, d.grid_pred_iou_thresh, d.grid_stability_thresh)
+    assert (a.backend, a.device, a.precision) == (ModelConfig().backend, ModelConfig().device, ModelConfig().precision)
+    a = p.parse_args(["eval", "segevery", "--checkpoint", "c.pt", "--gt", "g", "--images", "i"])
+    assert (a.conf, a.max_det, a.iou, a.grid) == (d.ar_conf, d.ar_max_det, det.iou, d.grid)
+    assert a.conf < det.conf and a.max_det > 100  # so AR@1000 can differ from AR@100
+    a = p.parse_args(["label", "--checkpoint", "c.pt", "--input", "i", "--out", "o.json"])
+    assert (a.conf, a.iou, a.fps, a.grid, a.max_instances) == (det.conf, det.iou, d.label_fps, d.grid,
+                                                               CLI_FILTERS.max_instances)
+    assert (a.pred_iou_thresh, a.stability_thresh) == (d.grid_pred_iou_thresh, d.grid_stability_thresh)

@@ -20,6 +20,8 @@ ALLOWED = {
     "modeling": set(),  # nn.Modules only: nothing of pre/post-processing or running
     "runtime": {"io", "modeling", "ops", "structures", "config"},
     "engine": {"io", "modeling", "ops", "structures", "runtime", "config"},
+    # measuring and labelling run the engine's predictors; nothing below may import them
+    "eval": {"engine", "io", "modeling", "ops", "structures", "runtime", "config"},
     "config": set(),  # every default (core/config.py): standard library only
     "errors": set(),  # the user-error types (core/errors.py): a leaf every layer may raise
 }
