@@ -123,7 +123,7 @@ def grid_instances(predictor, image: np.ndarray, frame, args: argparse.Namespace
     amg = AutomaticMaskGenerator(predictor, points_per_side=args.grid,
                                  pred_iou_thresh=args.pred_iou_thresh,
                                  stability_score_thresh=args.stability_thresh)
-    return amg.generate(image, frame.stamp_ns).instances
+    return amg.generate(image, frame=frame).instances
 
 
 def _check_positive(**kw: Any) -> None:
@@ -163,7 +163,7 @@ def _reference_masks(teacher, image, frame, key, args, detector, gt_index) -> np
         return np.stack(masks) if masks else np.zeros((0, h, w), bool)
     if detector is not None:
         det = detector.detect(image)
-        inst = decode_boxes(teacher, det.boxes, frame.stamp_ns)
+        inst = decode_boxes(teacher, det.boxes, frame)
     else:
         inst = grid_instances(teacher, image, frame, args)
     order = np.argsort(-inst.scores, kind="stable")[:args.max_objects]
@@ -260,7 +260,7 @@ def run_segevery(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             if m == "detector":
                 det = detector.detect(image)
-                inst = decode_boxes(predictor, det.boxes, frame.stamp_ns, det_scores=det.scores)
+                inst = decode_boxes(predictor, det.boxes, frame, det_scores=det.scores)
                 rank = inst.det_scores
             else:
                 inst = grid_instances(predictor, image, frame, args)

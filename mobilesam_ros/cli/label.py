@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     from mobilesam_ros.cli.inputs import open_input, stamp_ns
     from mobilesam_ros.core.config import FilterConfig
     from mobilesam_ros.core.engine.predictor import SamPredictor
-    from mobilesam_ros.core.engine.segevery import decode_boxes, decode_prompts
+    from mobilesam_ros.core.engine.segany import decode_prompts
+    from mobilesam_ros.core.engine.segevery import decode_boxes
     from mobilesam_ros.core.engine.tracking import Tracker
     from mobilesam_ros.core.eval.labels import LabelWriter, frame_record
     from mobilesam_ros.core.ops.filters import keep_indices
@@ -142,10 +143,10 @@ def run(args: argparse.Namespace) -> int:
         frame = predictor.set_image(fr.image)
         if prompts is not None:
             inst = decode_prompts(predictor, _file_prompts(prompts.get(fr.key, {}), fr.image.shape[:2]),
-                                  frame.stamp_ns)
+                                  frame).instances
         elif detector is not None:
             det = detector.detect(fr.image)
-            inst = decode_boxes(predictor, det.boxes, frame.stamp_ns, class_ids=det.class_ids,
+            inst = decode_boxes(predictor, det.boxes, frame, class_ids=det.class_ids,
                                 det_scores=det.scores)
         else:
             inst = grid_instances(predictor, fr.image, frame, args)
