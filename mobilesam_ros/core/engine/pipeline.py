@@ -97,7 +97,7 @@ def build_pipeline(cfg: PipelineConfig) -> SegmentationPipeline:
 
         d = cfg.detector
         detector = YoloV8OnnxDetector(d.model, conf=d.conf, iou=d.iou, max_det=d.max_det,
-                                      providers=detector_providers(cfg.model.providers, cfg.model.device),
+                                      providers=detector_providers(cfg.model.providers, cfg.model.device, cfg.model.tf32),
                                       border_snap_px=d.border_snap_px,
                                       cpu=cfg.model.cpu)
     predictor = SamPredictor(backend, cache_size=cfg.cache_size, keep_images=True)

@@ -107,6 +107,6 @@ def onnx_providers(cfg: ModelConfig, encoder: str, decoder: str) -> dict:
     trt = TRT in cfg.providers
     return {role: provider_options(cfg.providers, cfg.device, cfg.precision,
                                    trt_cache_dir(path, cfg.onnx_cache_dir) if trt else None,
-                                   decoder=role == "decoder")
+                                   decoder=role == "decoder", tf32=cfg.tf32)
             for role, path in (("encoder", encoder), ("decoder", decoder))}
 

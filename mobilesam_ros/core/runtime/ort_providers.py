@@ -3,7 +3,9 @@ and optimisation profiles, and which precisions the ONNX backend can honour.
 
 `model.providers` names providers in priority order; ONNX Runtime takes each as
 (name, options dict). Built here (pure functions, testable without a GPU):
-- CUDAExecutionProvider: device_id from `model.device` ("cuda:N" -> N; "cuda" or "cpu" -> 0).
+- CUDAExecutionProvider: device_id from `model.device` ("cuda:N" -> N; "cuda" or "cpu" -> 0), and
+  use_tf32 from `model.tf32` (set explicitly whatever this onnxruntime's default is, so the fp32
+  graphs run in fp32 unless asked; the CUDA provider option `use_tf32` needs onnxruntime >= 1.17).
 - TensorrtExecutionProvider: the same device_id; an engine cache (engines are otherwise rebuilt at
   every start: minutes on a Jetson) in <cache root>/tensorrt/<key>, beside the ONNX graph cache
   <cache root>/onnx/<key> (runtime/onnx_cache.py), keyed by the graph file's sha256 and the
@@ -83,7 +85,8 @@ def trt_cache_dir(graph_path: str, root: str = "") -> Path:
 
 
 def provider_options(providers: Sequence[str], device: str = "cpu", precision: str = "fp32",
-                     trt_cache: Optional[Path] = None, decoder: bool = False) -> list[tuple[str, dict]]:
+                     trt_cache: Optional[Path] = None, decoder: bool = False,
+                     tf32: bool = False) -> list[tuple[str, dict]]:
     """`providers` in order, each with its options (see the module docstring).
 
     trt_cache: TensorRT's engine (and timing) cache folder; required when TensorRT is named.
@@ -93,7 +96,7 @@ def provider_options(providers: Sequence[str], device: str = "cpu", precision: s
     for name in providers:
         opts: dict = {}
         if name == CUDA:
-            opts = {"device_id": device_id(device)}
+            opts = {"device_id": device_id(device), "use_tf32": int(tf32)}
         elif name == TRT:
             if trt_cache is None:
                 raise ValueError("TensorRT needs an engine cache folder (trt_cache)")
@@ -108,7 +111,7 @@ def provider_options(providers: Sequence[str], device: str = "cpu", precision: s
     return out
 
 
-def detector_providers(providers: Sequence[str], device: str = "cpu") -> list[tuple[str, dict]]:
+def detector_providers(providers: Sequence[str], device: str = "cpu", tf32: bool = False) -> list[tuple[str, dict]]:
     """The YOLO detector's providers: `providers` without TensorRT, CPU last.
 
     The detector is an int8 (QDQ) graph: TensorRT would build an int8 engine of its own (or
@@ -116,4 +119,4 @@ def detector_providers(providers: Sequence[str], device: str = "cpu") -> list[tu
     every start. Under CUDA the graph runs as written (its quantize/dequantize nodes included).
     """
     names = [p for p in providers if p != TRT and p != CPU] + [CPU]
-    return provider_options(names, device)
+    return provider_options(names, device, tf32=tf32)

@@ -39,8 +39,9 @@ def test_bad_device_is_a_config_error(device):
         op.device_id(device)
 
 
-def test_cuda_gets_the_device_id_and_cpu_gets_no_options():
-    assert op.provider_options([CUDA, CPU], "cuda:1") == [(CUDA, {"device_id": 1}), (CPU, {})]
+def test_cuda_gets_the_device_id_tf32_set_explicitly_and_cpu_gets_no_options():
+    assert op.provider_options([CUDA, CPU], "cuda:1") == [(CUDA, {"device_id": 1, "use_tf32": 0}), (CPU, {})]
+    assert op.provider_options([CUDA], "cuda", tf32=True) == [(CUDA, {"device_id": 0, "use_tf32": 1})]
 
 
 def test_tensorrt_options_engine_cache_fp16_and_decoder_profiles(tmp_path):
@@ -87,7 +88,7 @@ def test_onnx_providers_per_graph_in_the_factory(graphs, tmp_path):
     enc, dec = dict(per["encoder"]), dict(per["decoder"])
     assert list(dict(per["decoder"])) == [TRT, CUDA, CPU]
     assert "trt_profile_min_shapes" not in enc[TRT] and "trt_profile_min_shapes" in dec[TRT]
-    assert enc[TRT]["trt_fp16_enable"] is True and enc[CUDA] == {"device_id": 1}
+    assert enc[TRT]["trt_fp16_enable"] is True and enc[CUDA] == {"device_id": 1, "use_tf32": 0}
     assert enc[TRT]["trt_engine_cache_path"].startswith(str(tmp_path / "tensorrt"))
     assert enc[TRT]["trt_engine_cache_path"] != dec[TRT]["trt_engine_cache_path"]
 
@@ -114,7 +115,7 @@ def test_auto_picks_the_backend_that_honours_the_precision():
 
 
 def test_detector_never_gets_tensorrt():
-    assert op.detector_providers([TRT, CUDA, CPU], "cuda:1") == [(CUDA, {"device_id": 1}), (CPU, {})]
+    assert op.detector_providers([TRT, CUDA, CPU], "cuda:1") == [(CUDA, {"device_id": 1, "use_tf32": 0}), (CPU, {})]
     assert op.detector_providers([TRT], "cuda") == [(CPU, {})]
     assert op.detector_providers([CPU]) == [(CPU, {})]
 
