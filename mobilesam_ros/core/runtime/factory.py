@@ -74,9 +74,10 @@ def _torch_backend(cfg: ModelConfig) -> Backend:
 
 def _after_gpu_provider_failure(cfg: ModelConfig, exc: Exception):
     """Backend auto, a GPU provider failed to start: one warning, then torch on a CUDA device (a
-    GPU beats ONNX Runtime on the CPU), else ONNX Runtime on the providers left (CPU); None = torch."""
+    GPU beats ONNX Runtime on the CPU) or for a 16-bit precision (which only TensorRT honoured),
+    else ONNX Runtime on the providers left (CPU); None = torch."""
     rest = tuple(p for p in cfg.providers if p not in GPU_PROVIDERS)
-    if cfg.device.startswith("cuda") or not rest:
+    if cfg.device.startswith("cuda") or not rest or cfg.precision != "fp32":
         LOG.warning("backend auto: %s; falling back to torch on %s", exc, cfg.device)
         return None
     LOG.warning("backend auto: %s; falling back to ONNX Runtime on %s", exc, ", ".join(rest))
@@ -85,7 +86,9 @@ def _after_gpu_provider_failure(cfg: ModelConfig, exc: Exception):
 
 def _onnx_backend(cfg: ModelConfig) -> Backend:
     from mobilesam_ros.core.runtime.onnx_backend import OnnxBackend
+    from mobilesam_ros.core.runtime.ort_providers import check_precision
 
+    check_precision(cfg.providers, cfg.precision)  # before any export: a refusal costs nothing
     encoder, decoder = cfg.onnx_encoder, cfg.onnx_decoder
     if bool(encoder) != bool(decoder):
         raise ConfigError("give both onnx_encoder and onnx_decoder, or neither (then they are exported "

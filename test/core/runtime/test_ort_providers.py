@@ -158,6 +158,15 @@ def test_auto_with_only_gpu_providers_falls_back_to_torch_with_one_warning(graph
     assert isinstance(be, TorchBackend)
 
 
+def test_auto_fp16_on_tensorrt_that_fails_falls_back_to_torch_fp16(graphs, caplog):
+    """TensorRT was what honoured fp16: the CPU provider left in the list would not, so torch does."""
+    with caplog.at_level(logging.WARNING, logger="mobilesam_ros"):
+        be = build_backend(ModelConfig(SEED2, providers=(TRT, CPU), precision="fp16"))
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "falling back to torch on cpu" in warnings[0].getMessage()
+    assert isinstance(be, TorchBackend) and be.precision == "fp16"
+
+
 def test_io_binding_keeps_the_embedding_in_an_ortvalue_and_matches_plain_runs(graphs, seed2_golden):
     """The handle holds the embedding as an OrtValue on the session's device (here the CPU); decoding
     through the binding gives exactly what a plain session.run gives."""
