@@ -1,17 +1,17 @@
 """ONNX Runtime execution providers with their options: which GPU, TensorRT's engine cache, fp16
 and optimisation profiles, and which precisions the ONNX backend can honour.
 
-`model.providers` names providers in priority order; ONNX Runtime takes each as
+ModelConfig.providers names providers in priority order; ONNX Runtime takes each as
 (name, options dict). Built here (pure functions, testable without a GPU):
-- CUDAExecutionProvider: device_id from `model.device` ("cuda:N" -> N; "cuda" or "cpu" -> 0), and
-  use_tf32 from `model.tf32` (set explicitly whatever this onnxruntime's default is, so the fp32
+- CUDAExecutionProvider: device_id from ModelConfig.device ("cuda:N" -> N; "cuda" or "cpu" -> 0), and
+  use_tf32 from ModelConfig.tf32 (set explicitly whatever this onnxruntime's default is, so the fp32
   graphs run in fp32 unless asked; the CUDA provider option `use_tf32` needs onnxruntime >= 1.17).
 - TensorrtExecutionProvider: the same device_id; an engine cache (engines are otherwise rebuilt at
   every start: minutes on a Jetson) in <cache root>/tensorrt/<key>, beside the ONNX graph cache
   <cache root>/onnx/<key> (runtime/onnx_cache.py), keyed by the graph file's sha256 and the
   onnxruntime version, so a new graph or a new onnxruntime never loads an old engine (ONNX Runtime
   puts the GPU's compute capability, e.g. sm87, into each engine's file name itself; after a
-  TensorRT upgrade, delete the folder); trt_fp16_enable when `model.precision` is fp16; and for
+  TensorRT upgrade, delete the folder); trt_fp16_enable when ModelConfig.precision is fp16; and for
   the decoder the min/opt/max profile of its prompt batch (DECODER_PROFILE).
 - CPUExecutionProvider and anything else: no options.
 The int8 detector gets `detector_providers`: never TensorRT (see there).
@@ -43,7 +43,7 @@ def decoder_profile(b: int, n: int) -> str:
 
 
 def device_id(device: str) -> int:
-    """`model.device` -> the CUDA ordinal ONNX Runtime's GPU providers run on.
+    """ModelConfig.device -> the CUDA ordinal ONNX Runtime's GPU providers run on.
 
     "cuda:N" -> N; "cuda" -> 0; "cpu" -> 0 (GPU providers named with the default device run on
     the first GPU, as before). Anything else is a ConfigError.
@@ -57,7 +57,7 @@ def device_id(device: str) -> int:
 
 
 def check_precision(providers: Sequence[str], precision: str) -> None:
-    """Refuse a `model.precision` the ONNX backend cannot honour with these providers.
+    """Refuse a ModelConfig.precision the ONNX backend cannot honour with these providers.
 
     The exported graphs are fp32. fp32 runs anywhere; fp16 is honoured only by TensorRT
     (trt_fp16_enable: TensorRT picks fp16 kernels where they are faster); the CUDA and CPU
