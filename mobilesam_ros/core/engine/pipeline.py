@@ -93,10 +93,12 @@ def build_pipeline(cfg: PipelineConfig) -> SegmentationPipeline:
     detector = None
     if cfg.detector.model:
         from mobilesam_ros.core.engine.detector import YoloV8OnnxDetector
+        from mobilesam_ros.core.runtime.ort_providers import detector_providers
 
         d = cfg.detector
         detector = YoloV8OnnxDetector(d.model, conf=d.conf, iou=d.iou, max_det=d.max_det,
-                                      providers=list(cfg.model.providers), border_snap_px=d.border_snap_px,
+                                      providers=detector_providers(cfg.model.providers, cfg.model.device, cfg.model.tf32),
+                                      border_snap_px=d.border_snap_px,
                                       cpu=cfg.model.cpu)
     predictor = SamPredictor(backend, cache_size=cfg.cache_size, keep_images=True)
     return SegmentationPipeline(predictor, detector, cfg.grid_points_per_side)
