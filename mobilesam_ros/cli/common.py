@@ -40,9 +40,14 @@ def add_model_args(ap: argparse.ArgumentParser, need_checkpoint: bool = True) ->
                    "$MOBILESAM_CACHE_DIR or ~/.cache/mobilesam_ros)")
     g.add_argument("--providers", default=",".join(d.providers),
                    help="comma-separated ONNX Runtime providers, in priority order (default: %(default)s)")
-    g.add_argument("--device", default=d.device, help="torch device: cpu, cuda, cuda:N (default: %(default)s)")
+    g.add_argument("--device", default=d.device, help="torch device: cpu, cuda, cuda:N; cuda:N is also the GPU "
+                   "of ONNX Runtime's CUDA/TensorRT providers (default: %(default)s)")
     g.add_argument("--precision", choices=PRECISION_CHOICES, default=d.precision,
-                   help="backend torch compute precision (autocast; norms stay fp32) (default: %(default)s)")
+                   help="compute precision: backend torch autocast (norms stay fp32); backend onnx: fp32, "
+                   "or fp16 with TensorrtExecutionProvider (default: %(default)s)")
+    g.add_argument("--tf32", action="store_true", default=d.tf32,
+                   help="backend torch fp32 on CUDA: allow TF32 matmuls/convolutions (faster; inputs "
+                   "rounded to a 10-bit mantissa, outside the fp32 golden tolerances)")
     add_cpu_args(ap)
 
 

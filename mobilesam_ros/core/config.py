@@ -63,7 +63,14 @@ class ModelConfig:
     graphs given they are exported once into the cache (runtime/onnx_cache.py, under onnx_cache_dir).
     backend "auto": ONNX Runtime on CPU (graphs given or cached; torch with a warning if they cannot
     be exported), torch on a CUDA device unless `providers` names a GPU provider.
-    precision: torch backend compute precision (fp32 | fp16 | bf16; autocast with fp32 norms).
+    precision: compute precision (fp32 | fp16 | bf16). Backend torch: autocast with fp32 norms.
+    Backend onnx: the graphs are fp32; fp16 only with TensorrtExecutionProvider (fp16 engines),
+    otherwise refused (runtime/ort_providers.check_precision); auto picks torch then.
+    tf32: let CUDA matmuls and cuDNN convolutions of the fp32 torch backend use TF32 (Ampere and
+    later, Jetson Orin included). Off by default: TF32 rounds every input of those products to a
+    10-bit mantissa (relative error up to 2^-11, about 5e-4, against fp32's 2^-24), so fp32 outputs
+    leave the fp32 golden tolerances; for speed on a GPU choose precision fp16 instead (checked
+    against the goldens). No effect on CPU or on the 16-bit precisions.
     cpu: threading of the ONNX Runtime sessions (the process-wide part is the entry point's job).
     """
 
@@ -75,6 +82,7 @@ class ModelConfig:
     providers: tuple = field(default_factory=lambda: ("CPUExecutionProvider",))
     device: str = "cpu"
     precision: str = "fp32"
+    tf32: bool = False
     onnx_cache_dir: str = ""
     cpu: CpuPolicy = field(default_factory=CpuPolicy)
 

@@ -81,12 +81,18 @@ PARAMS: tuple[Param, ...] = (
           "order, e.g. [TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider]",
           read_only=True),
     Param("model.device", ModelConfig, "device",
-          "torch device: cpu, cuda or cuda:N (backend torch)", read_only=True),
+          "torch device: cpu, cuda or cuda:N (backend torch); cuda:N also picks the GPU of "
+          "ONNX Runtime's CUDA/TensorRT providers (device_id N)", read_only=True),
     Param("model.precision", ModelConfig, "precision",
           "compute precision of backend torch: 16-bit matmuls and convolutions "
           "under autocast, LayerNorms and softmax in fp32 (fp16 for CUDA GPUs incl. Jetson; bf16 where "
-          "supported; both are slow on CPUs without native 16-bit units)", read_only=True,
+          "supported; both are slow on CPUs without native 16-bit units). Backend onnx: fp32, or fp16 "
+          "with TensorrtExecutionProvider (fp16 engines); anything else is refused at start-up", read_only=True,
           choices=PRECISION_CHOICES),
+    Param("model.tf32", ModelConfig, "tf32",
+          "let CUDA matmuls and cuDNN convolutions of backend torch in fp32 use TF32 (faster on "
+          "Ampere and later, Jetson Orin too; inputs rounded to a 10-bit mantissa, so outputs leave the "
+          "fp32 golden tolerances). Off: true fp32; for speed use model.precision fp16", read_only=True),
     Param("cpu.threads", CpuPolicy, "threads",
           "intra-op threads of torch and of every ONNX Runtime session; 0 = the "
           "libraries' default (physical cores)", read_only=True, range=(0, 256)),

@@ -127,7 +127,9 @@ class YoloV8OnnxDetector:
     conf: keep anchors whose best class score is > conf. iou: NMS suppresses boxes with IoU > iou.
     max_det: at most this many boxes (best first). conf, iou, max_det and border_snap_px default
         to core.config.DetectorConfig's (MobileSAMv2's settings).
-    providers: onnxruntime execution providers (default: CPU).
+    providers: onnxruntime execution providers, names or (name, options) pairs (default: CPU;
+        pipelines pass runtime/ort_providers.detector_providers). TensorRT is dropped: the detector
+        is an int8 graph that TensorRT would turn into an unchecked engine (see detector_providers).
     class_agnostic: one NMS over all classes (True) or per class (False, Ultralytics' default).
     border_snap_px: MobileSAMv2's rule (0 = off; 20 in the official code): after NMS, in the
         network input frame, x1 < t -> 0, y1 < t -> 0, x2 > W_in - t -> W_in, y2 > H_in - t ->
@@ -165,9 +167,11 @@ class YoloV8OnnxDetector:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"detector ONNX file not found: {path}")
         opts = ort_session_options(cpu or CpuPolicy())
+        providers = [p for p in (providers or ["CPUExecutionProvider"])
+                     if (p if isinstance(p, str) else p[0]) != "TensorrtExecutionProvider"]
+        self.providers = providers or ["CPUExecutionProvider"]
         try:
-            self._session = ort.InferenceSession(
-                path, sess_options=opts, providers=list(providers or ["CPUExecutionProvider"]))
+            self._session = ort.InferenceSession(path, sess_options=opts, providers=self.providers)
         except Exception as e:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
             raise ValueError(f"could not load detector ONNX model {path}: "
                              f"{type(e).__name__}: {e}") from e

@@ -59,9 +59,10 @@ def load_model(cfg: PipelineConfig) -> SegmentationModel:
     detector = None
     if cfg.detector.model:
         from mobilesam_ros.core.engine.detector import YoloV8OnnxDetector
+        from mobilesam_ros.core.runtime.ort_providers import detector_providers
 
-        d = cfg.detector
+        d, m = cfg.detector, cfg.model
         detector = YoloV8OnnxDetector(d.model, conf=d.conf, iou=d.iou, max_det=d.max_det,
-                                      providers=list(cfg.model.providers), border_snap_px=d.border_snap_px,
-                                      cpu=cfg.model.cpu)
+                                      providers=detector_providers(m.providers, m.device, m.tf32),
+                                      border_snap_px=d.border_snap_px, cpu=m.cpu)
     return SegmentationModel(backend, detector, cfg.grid_points_per_side)

@@ -14,13 +14,12 @@ TensorRT. Opset 17: every LayerNorm, SAM's LayerNorm2d included, is one LayerNor
 only shape ops are the constant pads of TinyViT's windows. In the decoder, channel, head and
 image-token sizes are frozen constants (runtime/fast_decoder.py), so the remaining int64 shape
 arithmetic only reads B and N (37 Shape nodes, down from 117; 801 nodes, down from 1343).
-Decoder optimisation profile (trtexec syntax; image_embeddings is always 1x256x64x64):
+Decoder optimisation profile: B in [1, 32] prompts (opt 32), N in [2, 16] tokens (opt 2); the
+numbers and their reasons live in runtime/ort_providers.py (PROFILE_*), which hands them to
+TensorRT. In trtexec syntax (image_embeddings is always 1x256x64x64):
   --minShapes=point_coords:1x2x2,point_labels:1x2,mask_input:1x1x256x256,has_mask_input:1
   --optShapes=point_coords:32x2x2,point_labels:32x2,mask_input:32x1x256x256,has_mask_input:32
   --maxShapes=point_coords:32x16x2,point_labels:32x16,mask_input:32x1x256x256,has_mask_input:32
-N >= 2 always: a box is 2 corner tokens, point-only prompts carry SAM's padding token; opt N = 2 is
-the box-only layout of SegEvery. B <= 32 is SamPredictor's default decode_chunk (prompts per call);
-N = 16 allows a box with 14 points. A larger chunk or more clicks need a larger max profile.
 """
 from __future__ import annotations
 
@@ -39,7 +38,15 @@ OPSET = 17
 
 
 class DecoderGraph(nn.Module):
-    """Prompt encoder + mask decoder over the unified token layout, all four mask tokens out."""
+    """Prompt encoder + mask decoder over the unified token layout, all four mask tokens out.
+
+    Every prompt takes the fast decoder's per-prompt path (a dense embedding is always given:
+    the mask input or the no-mask embedding, chosen by has_mask_input), which reads only the raw
+    image tokens. So `prepare`'s per-frame projections (k0, q0, v0, z) feed no output and the
+    exporter drops them: the only per-frame work left in decoder.onnx is re-laying the embedding
+    out (Gather/Flatten/Transpose, 4 MB), checked by test_ort_providers. Using the shared per-frame
+    path in ONNX would need those tensors as graph inputs (a prepare graph): not done.
+    """
 
     def __init__(self, sam: Sam) -> None:
         super().__init__()

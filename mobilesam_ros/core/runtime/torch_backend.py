@@ -36,14 +36,28 @@ class TorchFrame:
     ctx: FrameContext
 
 
+def set_tf32(enabled: bool) -> None:
+    """Set both TF32 switches explicitly (process-wide torch flags; no effect on CPU).
+
+    torch's defaults differ between the two (CUDA matmuls off, cuDNN convolutions ON), so an
+    fp32 encoder on an Ampere-or-later GPU would otherwise run its convolutions in TF32 (10-bit
+    mantissa inputs) and miss the fp32 goldens. ModelConfig.tf32 documents the trade.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+
+
 class TorchBackend(Backend):
     """precision: "fp32", "fp16" or "bf16" (autocast compute dtype). fp16=True is the older
     spelling of precision="fp16". 16-bit precisions also run on CPU (torch's CPU autocast), where
-    they serve to check the numbers: on CPUs without native fp16/bf16 matmuls they are slower."""
+    they serve to check the numbers: on CPUs without native fp16/bf16 matmuls they are slower.
+    tf32: TF32 for CUDA matmuls and cuDNN convolutions (core/config.ModelConfig.tf32); both
+    flags are set by every constructor, on or off (process-wide: the last backend built decides)."""
 
     name = "torch"
 
-    def __init__(self, sam: Sam, device: str = "cpu", fp16: bool = False, precision: str = "fp32") -> None:
+    def __init__(self, sam: Sam, device: str = "cpu", fp16: bool = False, precision: str = "fp32",
+                 tf32: bool = False) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU "
@@ -54,6 +68,8 @@ class TorchBackend(Backend):
             raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.dtype = PRECISIONS[precision]
+        self.tf32 = bool(tf32)
+        set_tf32(self.tf32)
         self.sam = sam.to(self.device, torch.float32).eval()
         # micro_batch (a CPU cache optimisation, not chunking): 2 keeps a CPU's caches warm; on a
         # GPU it would only multiply kernel launches
@@ -61,7 +77,8 @@ class TorchBackend(Backend):
                                     micro_batch=2 if self.device.type == "cpu" else 32)
 
     def describe(self) -> str:
-        return f"torch {self.device}{'' if self.precision == 'fp32' else ' ' + self.precision}"
+        tf32 = " tf32" if self.tf32 and self.precision == "fp32" and self.device.type == "cuda" else ""
+        return f"torch {self.device}{'' if self.precision == 'fp32' else ' ' + self.precision}{tf32}"
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.precision != "fp32")

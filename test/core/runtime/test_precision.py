@@ -123,3 +123,34 @@ def test_failures_names_each_broken_bound():
     assert goldens.failures(ok, tol) == []
     bad = goldens.failures(dict(ok, logits=0.1, mask_agree=0.9, iou=float("nan")), tol)
     assert [b.split()[0] for b in bad] == ["logits", "iou", "mask_agree"]
+
+
+@pytest.fixture
+def restore_tf32():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_tf32_is_set_explicitly_off_by_default(sam2, restore_tf32):
+    """torch's own defaults differ (cuDNN convolutions TF32 ON, CUDA matmuls off): every backend sets
+    both from its tf32 argument (ModelConfig.tf32, default False), so an fp32 GPU run is true fp32."""
+    from mobilesam_ros.core.config import ModelConfig
+
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = True, True
+    TorchBackend(sam2)
+    assert ModelConfig().tf32 is False
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, False)
+    TorchBackend(sam2, tf32=True)
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+
+
+def test_factory_passes_model_tf32_to_the_torch_backend(restore_tf32):
+    from mobilesam_ros.core.config import ModelConfig
+    from mobilesam_ros.core.runtime.factory import build_backend
+
+    seed2 = str(shared_path("fixtures", "mobile_sam_seed2.pt"))
+    be = build_backend(ModelConfig(seed2, backend="torch", tf32=True))
+    assert be.tf32 and torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    be = build_backend(ModelConfig(seed2, backend="torch"))
+    assert not be.tf32 and not torch.backends.cudnn.allow_tf32
