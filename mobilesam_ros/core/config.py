@@ -348,7 +348,7 @@ class Settings:
 
 
 # ----------------------------------------------------------------------------- names for messages
-# What the users of an adapter call a config field (the node: its parameter `model.onnx_cache_dir`;
+# What the users of an adapter call a config field (the node: its parameter names, in ros/params.py;
 # the CLI: its option `--onnx-cache-dir`). The core names settings in its messages through
 # `setting_name`, so an error tells the user what to change in their own terms without the core
 # knowing any ROS parameter. Each adapter registers its names once, at import.
