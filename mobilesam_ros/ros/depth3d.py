@@ -135,7 +135,7 @@ class Depth3D:
                 if abs(job.stamp_ns - stamp) <= tol:
                     self._emit(job, msg)
                 elif job.stamp_ns + tol < stamp:   # the depth stream has passed it: none will come
-                    self._give_up(job)
+                    self._give_up(job, "the depth stream is past its stamp")
                 else:
                     self._pending.append(job)
 
@@ -160,16 +160,17 @@ class Depth3D:
     def _tolerance_ns(self) -> int:
         return int(self._node.get_parameter("depth.stamp_tolerance").value * 1e9)
 
-    def _give_up(self, job: _Job) -> None:
+    def _give_up(self, job: _Job, why: str = "") -> None:
         try:  # the cache's own text says what is buffered
             self._depths.get(job.stamp_ns, self._tolerance_ns())
             text = "no depth image arrived in time"
         except FrameNotCachedError as exc:
             text = str(exc).replace("no cached frame", "no depth image").replace(
                 "no frame has been encoded yet", "no depth image received yet")
-        wait = self._node.get_parameter("depth.max_wait_s").value
-        self._problem("missing", f"no 3D for frame {job.stamp_ns / 1e9:.3f} ({job.source}): {text}; "
-                      f"waited up to depth.max_wait_s = {wait} s", "no_depth")
+        if not why:
+            why = f"waited depth.max_wait_s = {self._node.get_parameter('depth.max_wait_s').value} s"
+        self._problem("missing", f"no 3D for frame {job.stamp_ns / 1e9:.3f} ({job.source}): {text}; {why}",
+                      "no_depth")
 
     # ------------------------------------------------------------------ output (worker thread)
     def publish(self, inst, header, ids, source: str = Instance3DArray.SOURCE_SEGEVERY) -> None:
@@ -188,13 +189,13 @@ class Depth3D:
             except FrameNotCachedError:
                 newest = self._depths.find(None)[0] if len(self._depths) else None
                 if wait <= 0 or (newest is not None and newest > stamp + tol):
-                    self._give_up(job)  # no wait asked for, or the depth stream is already past it
+                    self._give_up(job, "depth.max_wait_s = 0" if wait <= 0 else "the depth stream is past its stamp")
                     return
                 self.counts["waited_for_depth"] += 1
                 self._pending.append(job)
                 limit = self._depths.capacity   # depth.buffer_size bounds the waiting jobs too
                 while len(self._pending) > limit:
-                    self._give_up(self._pending.pop(0))
+                    self._give_up(self._pending.pop(0), f"more than depth.buffer_size = {limit} frames waiting")
                 return
             self._emit(job, depth_msg)
 

@@ -150,7 +150,7 @@ PARAMS: tuple[Param, ...] = (
     Param("image.max_pixels", ImageConfig, "max_pixels",
           "refuse frames (Image, or CompressedImage by the size in its "
           "PNG/JPEG header) with more pixels than this, before allocating them; default 8 MP (4K UHD "
-          "fits)", range=(1, 268_435_456)),
+          "fits); depth images (3D) too, on arrival", range=(1, 268_435_456)),
     Param("image.reliable", ImageConfig, "reliable",
           "subscribe to images with a reliable QoS instead of SensorDataQoS "
           "(best effort); reliable does not match best-effort camera drivers", read_only=True),
