@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import numpy as np
+
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
@@ -62,12 +64,19 @@ def extract_config(node) -> Extract3DConfig:
 class _Job:
     """The 3D outputs of one published 2D result, waiting for (or given) its depth."""
 
-    inst: object            # core Instances (crops at the colour resolution)
+    crops: list             # Instances.crops(): per instance (x0, y0, (h, w) bool), colour px
+    image_hw: tuple         # the colour frame's (H, W)
     header: object          # the colour image's std_msgs/Header
     ids: list
     source: str
     stamp_ns: int
     deadline: float         # time.monotonic() after which the wait for depth is over
+
+    def detach(self) -> "_Job":
+        """Before waiting: own copies of the mask crops, so that a waiting job keeps neither the
+        full-frame masks nor the frame (its image and embedding) alive."""
+        self.crops = [(x0, y0, np.array(c, bool, copy=True)) for x0, y0, c in self.crops]
+        return self
 
 
 class Depth3D:
@@ -181,7 +190,8 @@ class Depth3D:
             return
         stamp = stamp_to_ns(header.stamp.sec, header.stamp.nanosec)
         wait = float(self._node.get_parameter("depth.max_wait_s").value)
-        job = _Job(inst, header, [int(i) for i in ids], source, stamp, time.monotonic() + wait)
+        job = _Job(inst.crops(), inst.image_hw, header, [int(i) for i in ids], source, stamp,
+                   time.monotonic() + wait)
         tol = self._tolerance_ns()
         with self._lock:
             try:
@@ -192,7 +202,7 @@ class Depth3D:
                     self._give_up(job, "depth.max_wait_s = 0" if wait <= 0 else "the depth stream is past its stamp")
                     return
                 self.counts["waited_for_depth"] += 1
-                self._pending.append(job)
+                self._pending.append(job.detach())
                 limit = self._depths.capacity   # depth.buffer_size bounds the waiting jobs too
                 while len(self._pending) > limit:
                     self._give_up(self._pending.pop(0), f"more than depth.buffer_size = {limit} frames waiting")
@@ -212,7 +222,7 @@ class Depth3D:
             cam = PinholeCamera.from_k(info.k, info.width, info.height)
             raw = image_msg_to_array(depth_msg, max_pixels=node.get_parameter("image.max_pixels").value,
                                      encodings=_DEPTH_MSG_ENCODINGS)
-            res = extract_instances_3d(job.inst.crops(), job.inst.image_hw,
+            res = extract_instances_3d(job.crops, job.image_hw,
                                        depth_to_metres(raw, depth_msg.encoding, cfg), cam, cfg,
                                        node.get_parameter("depth.points_stride").value if want_points else 0)
         except (DepthError, ImageMessageError) as exc:
