@@ -81,14 +81,16 @@ class FollowAdapter:
                        + (f"follow.max_objects = {self._set.config.max_objects} reached" if over else "")
                        + (" and " if over and refused else "") + ("empty mask" if refused else ""))
 
-    def step(self, pipeline, frame: CachedFrame, publisher, segevery: Optional[Instances] = None) -> None:
+    def step(self, pipeline, frame: CachedFrame, publisher,
+             segevery: Optional[Instances] = None) -> Optional[tuple[Instances, list[int]]]:
         """Re-prompt every followed object on `frame` (just encoded; its meta is the image's
         Header) and publish them; lost ones may be re-acquired from this frame's SegEvery
-        instances (mode both)."""
+        instances (mode both). Returns the found objects' (instances, ids) as published (for
+        their 3D), None when nothing was published."""
         stamp_ns, header = frame.stamp_ns, frame.meta
         with self._lock:
             if not len(self._set):
-                return
+                return None
             self._set.config = self._config()
             res = follow_step(pipeline.predictor, self._set, stamp_ns)
             lost = [self._set.get(i) for i in res.lost]
@@ -104,7 +106,7 @@ class FollowAdapter:
             self._node.get_logger().info(f"stopped following ids {res.dropped}: no good mask for "
                                          f"{self._set.config.lost_timeout_s} s")
         if publisher is None:
-            return
+            return None
         # lost objects are published too, flagged, with empty masks: consumers see them go
         h, w = res.instances.image_hw
         inst = Instances.concatenate([res.instances, Instances.from_masks(
@@ -116,6 +118,7 @@ class FollowAdapter:
                                  hits=np.array(res.hits + [o.hits for o in lost], np.uint32),
                                  first_seen_ns=first, age_s=(stamp_ns - first) * 1e-9)
         publisher.publish(instances_to_msg(inst, header, InstanceMaskArray.MODE_SEGANY, ids, tracks))
+        return res.instances, list(res.ids)
 
     def _on_remove(self, request, response):
         with self._lock:

@@ -33,7 +33,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from mobilesam_ros.core.config import CpuPolicy, FilterConfig
 from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError, stamp_to_ns
 from mobilesam_ros.core.structures.prompts import PromptError
-from mobilesam_ros.msg import InstanceMaskArray, Prompt
+from mobilesam_ros.msg import Instance3DArray, InstanceMaskArray, Prompt
 from mobilesam_ros.ros import params as P
 from mobilesam_ros.core.io.image_codec import ImageMessageError, compressed_msg_to_rgb, image_msg_to_rgb
 from mobilesam_ros.ros.messages import array_to_image_msg
@@ -149,6 +149,8 @@ class MobileSamNode(LifecycleNode):
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
+        if getattr(self, "_depth3d", None) is not None:
+            self._depth3d.stop()  # its waiting 3D jobs and their timer
         stopped = True
         if self._worker is not None:
             stopped = self._worker.stop(join_timeout)
@@ -234,7 +236,7 @@ class MobileSamNode(LifecycleNode):
         mode = self.get_parameter("mode").value
         if mode == "segany":
             frame = self._pipeline.encode(rgb, stamp, meta=header)
-            self._follow.step(self._pipeline, frame, self._pubs.get("followed"))
+            self._followed_3d(self._follow.step(self._pipeline, frame, self._pubs.get("followed")), header)
             return
         self._pipeline.set_detector_thresholds(self.get_parameter("detector.conf").value,
                                                self.get_parameter("detector.iou").value)
@@ -242,7 +244,13 @@ class MobileSamNode(LifecycleNode):
         tracks = self._tracking.update(inst, stamp)  # None: tracking.enabled is false
         ids = None if tracks is None else [int(i) for i in tracks.ids]
         self._publish(inst, InstanceMaskArray.MODE_SEGEVERY, ids, tracks)
-        self._follow.step(self._pipeline, inst.frame, self._pubs.get("followed"), inst)
+        self._followed_3d(self._follow.step(self._pipeline, inst.frame, self._pubs.get("followed"), inst),
+                          header)
+
+    def _followed_3d(self, followed, header) -> None:
+        """3D of the objects just published on ~/followed (source followed): (instances, ids) or None."""
+        if followed is not None and self._pubs:
+            self._depth3d.publish(followed[0], header, followed[1], Instance3DArray.SOURCE_FOLLOWED)
 
     def _process_prompt(self, item) -> None:
         kind, msg = item
@@ -307,7 +315,9 @@ class MobileSamNode(LifecycleNode):
         if self._pubs["overlay"].get_subscription_count() > 0 and rgb is not None:
             over = overlay_image(rgb, inst, labels, ids, self.get_parameter("overlay.alpha").value)
             self._pubs["overlay"].publish(array_to_image_msg(over, "rgb8", header))
-        self._depth3d.publish(inst, header, ids)
+        source = (Instance3DArray.SOURCE_SEGEVERY if mode == InstanceMaskArray.MODE_SEGEVERY
+                  else Instance3DArray.SOURCE_SEGANY)
+        self._depth3d.publish(inst, header, ids, source)
 
     def _publish_diagnostics(self) -> None:
         w = self._worker
