@@ -222,12 +222,15 @@ class OverlayConfig:
 class DepthConfig:
     """Instances in 3D, around Extract3DConfig. enabled: use `depth` + `camera_info`.
     stamp_tolerance_s: a frame uses the buffered depth image nearest its stamp within this many
-    seconds. buffer_size: depth images kept by stamp. points_stride: point cloud decimation (every
-    Nth depth row and column)."""
+    seconds. buffer_size: depth images kept by stamp (and at most this many frames waiting for
+    their depth). max_wait_s: a frame whose results are ready before its depth has arrived keeps
+    its 3D outputs waiting this many seconds for it (0 = no wait); its 2D outputs are not delayed.
+    points_stride: point cloud decimation (every Nth depth row and column)."""
 
     enabled: bool = False
     stamp_tolerance_s: float = 0.05
     buffer_size: int = 30
+    max_wait_s: float = 0.5
     points_stride: int = 2
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable, Optional
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import CompressedImage, Image
 
 from mobilesam_ros.core.config import Settings
 from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError
+from mobilesam_ros.core.engine.tracking import TRACK_CONFIRMED
 from mobilesam_ros.core.io.image_codec import ImageMessageError, compressed_msg_to_rgb, image_msg_to_rgb
 from mobilesam_ros.core.structures.prompts import PromptError
-from mobilesam_ros.msg import InstanceMaskArray, Prompt
+from mobilesam_ros.msg import Instance3DArray, InstanceMaskArray, Prompt
 from mobilesam_ros.ros.depth3d import Depth3D
 from mobilesam_ros.ros.messages import array_to_image_msg, instances_to_msg, label_image, overlay_image
 from mobilesam_ros.ros.prompt_conversions import check_prompt_size, click_to_prompts, prompt_msg_to_prompts
@@ -84,6 +86,7 @@ class CameraPort:
         for s in self._subs:
             self._node.destroy_subscription(s)
         self._subs = []
+        self.depth3d.stop()  # its 3D jobs waiting for depth, and their timer
         self._worker = None
 
     def release(self) -> None:
@@ -183,7 +186,9 @@ class CameraPort:
         if self._pubs["overlay"].get_subscription_count() > 0 and rgb is not None:
             over = overlay_image(rgb, inst, labels, ids, self.settings.overlay.alpha)
             self._pubs["overlay"].publish(array_to_image_msg(over, "rgb8", header))
-        self.depth3d.publish(inst, header, ids)
+        source = (Instance3DArray.SOURCE_SEGEVERY if mode == InstanceMaskArray.MODE_SEGEVERY
+                  else Instance3DArray.SOURCE_SEGANY)
+        self.depth3d.publish(inst, header, ids, source)
 
     def _publish_followed(self, res: FrameResult) -> None:
         f = res.followed
@@ -202,8 +207,12 @@ class CameraPort:
                      f"{self.settings.follow.lost_timeout_s} s")
         if self._pubs:
             ids = [int(i) for i in f.tracks.ids]
-            self._pubs["followed"].publish(instances_to_msg(f.instances, res.frame.meta,
-                                                            InstanceMaskArray.MODE_SEGANY, ids, f.tracks))
+            header = res.frame.meta
+            self._pubs["followed"].publish(instances_to_msg(f.instances, header, InstanceMaskArray.MODE_SEGANY,
+                                                            ids, f.tracks))
+            found = np.flatnonzero(f.tracks.states == TRACK_CONFIRMED)  # lost ones have no mask: no 3D
+            self.depth3d.publish(f.instances.select(found), header, [ids[k] for k in found],
+                                 Instance3DArray.SOURCE_FOLLOWED)
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostic_status(self, stats: WorkerStats, busy: tuple[str, float], hardware_id: str) -> list:

@@ -136,6 +136,8 @@ class MobileSamNode(LifecycleNode):
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
+        if getattr(self, "_depth3d", None) is not None:
+            self._depth3d.stop()  # its waiting 3D jobs and their timer
         stopped = True
         if self._worker is not None:
             stopped = self._worker.stop(join_timeout)

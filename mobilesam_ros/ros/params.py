@@ -160,7 +160,7 @@ PARAMS: tuple[Param, ...] = (
     Param("image.max_pixels", ImageConfig, "max_pixels",
           "refuse frames (Image, or CompressedImage by the size in its "
           "PNG/JPEG header) with more pixels than this, before allocating them; default 8 MP (4K UHD "
-          "fits)", range=(1, 268_435_456)),
+          "fits); depth images (3D) too, on arrival", range=(1, 268_435_456)),
     Param("image.reliable", ImageConfig, "reliable",
           "subscribe to images with a reliable QoS instead of SensorDataQoS "
           "(best effort); reliable does not match best-effort camera drivers", read_only=True),
@@ -180,7 +180,13 @@ PARAMS += (
           "its stamp within this many seconds", range=(0.0, 3600.0)),
     Param("depth.buffer_size", DepthConfig, "buffer_size",
           "depth images kept by stamp for the frame being segmented; must "
-          "span the segmentation latency (30 = 1 s at 30 Hz)", read_only=True, range=(1, 1000)),
+          "span the segmentation latency (30 = 1 s at 30 Hz); also the most frames whose 3D "
+          "waits for its depth (depth.max_wait_s)", read_only=True, range=(1, 1000)),
+    Param("depth.max_wait_s", DepthConfig, "max_wait_s",
+          "a frame whose results are ready before its depth image "
+          "(within depth.stamp_tolerance) has arrived keeps its 3D outputs waiting up to this many "
+          "seconds for it, then drops them with one warning (0 = no wait); 2D outputs never wait",
+          range=(0.0, 60.0)),
     Param("depth.erode_px", Extract3DConfig, "erode_px",
           "mask-edge pixels (colour resolution) left out of the "
           "position and of the depth range estimate: masks bleed and depth has flying pixels there",

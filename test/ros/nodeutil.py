@@ -77,11 +77,18 @@ def unpack_npz_masks(npz) -> np.ndarray:
 def publish_until(pub, msg, pred, proc, timeout: float = 120.0, period: float = 4.0) -> None:
     """Publish `msg` and re-publish it every `period` s until pred() holds: the first best-effort
     sample after discovery can be lost before the node's reader has matched our writer."""
+    publish_all_until([(pub, msg)], pred, proc, timeout, period)
+
+
+def publish_all_until(pairs, pred, proc, timeout: float = 120.0, period: float = 4.0) -> None:
+    """:func:`publish_until` for several (publisher, message) pairs, published in order each round
+    (e.g. a depth image, its CameraInfo and the colour frame that needs both)."""
     import time
 
     end = time.monotonic() + timeout
     while time.monotonic() < end and proc.poll() is None:
-        pub.publish(msg)
+        for pub, msg in pairs:
+            pub.publish(msg)
         if wait_for(pred, min(period, max(0.0, end - time.monotonic()))):
             return
     raise AssertionError(f"no answer within {timeout} s:\n{read_log(proc)}")

@@ -33,8 +33,9 @@ def test_instances3d_msg_keeps_valid_instances_with_their_2d_ids():
 
     from mobilesam_ros.ros.messages3d import instances3d_to_msg
 
-    msg = instances3d_to_msg(_res(), [4, 5, 9], _header(), Time(sec=6))
+    msg = instances3d_to_msg(_res(), [4, 5, 9], _header(), Time(sec=6), "followed")
     assert msg.header.frame_id == "cam_optical" and msg.depth_stamp.sec == 6
+    assert msg.source == msg.SOURCE_FOLLOWED == "followed"
     assert [i.id for i in msg.instances] == [4, 9] and [i.valid_points for i in msg.instances] == [100, 50]
     a = msg.instances[0]
     assert (a.position.x, a.position.y, a.position.z) == pytest.approx((0.1, -0.2, 1.0))
@@ -67,18 +68,58 @@ def test_point_cloud_layout():
 def test_markers_boxes_labels_and_deletes():
     from visualization_msgs.msg import Marker
 
-    from mobilesam_ros.ros.messages3d import BOX_NS, LABEL_NS, MIN_MARKER_SIZE_M, markers
+    from mobilesam_ros.ros.messages3d import MIN_MARKER_SIZE_M, markers
 
-    arr = markers(_res(), [4, 5, 9], _header(), gone={2, 3})
+    arr = markers(_res(), [4, 5, 9], _header(), gone={2, 3}, source="segany")
     add = [m for m in arr.markers if m.action == Marker.ADD]
     dele = [(m.ns, m.id) for m in arr.markers if m.action == Marker.DELETE]
+    box_ns, label_ns = "segany/boxes", "segany/labels"   # each source in its own namespaces
     assert sorted((m.ns, m.id, m.type) for m in add) == [
-        (BOX_NS, 4, Marker.CUBE), (BOX_NS, 9, Marker.CUBE),
-        (LABEL_NS, 4, Marker.TEXT_VIEW_FACING), (LABEL_NS, 9, Marker.TEXT_VIEW_FACING)]
-    assert sorted(dele) == [(BOX_NS, 2), (BOX_NS, 3), (LABEL_NS, 2), (LABEL_NS, 3)]
+        (box_ns, 4, Marker.CUBE), (box_ns, 9, Marker.CUBE),
+        (label_ns, 4, Marker.TEXT_VIEW_FACING), (label_ns, 9, Marker.TEXT_VIEW_FACING)]
+    assert sorted(dele) == [(box_ns, 2), (box_ns, 3), (label_ns, 2), (label_ns, 3)]
     assert all(m.header.frame_id == "cam_optical" and m.header.stamp.sec == 7 for m in arr.markers)
-    cube4 = next(m for m in add if m.ns == BOX_NS and m.id == 4)
+    cube4 = next(m for m in add if m.ns == box_ns and m.id == 4)
     assert (cube4.scale.x, cube4.scale.y, cube4.scale.z) == pytest.approx((0.2, 0.2, MIN_MARKER_SIZE_M))
     assert (cube4.pose.position.x, cube4.pose.position.z) == pytest.approx((0.1, 1.0))
-    label9 = next(m for m in add if m.ns == LABEL_NS and m.id == 9)
+    label9 = next(m for m in add if m.ns == label_ns and m.id == 9)
     assert label9.text == "9" and label9.pose.position.y < -0.1   # above the box: -y is up
+
+
+_BIG_IDS = r"""
+import numpy as np
+from std_msgs.msg import Header
+from mobilesam_ros.core.ops.geometry3d import Instances3D
+from mobilesam_ros.ros.messages3d import instance_id, markers
+res = Instances3D(position=np.zeros((3, 3), np.float32), box_min=np.zeros((3, 3), np.float32),
+                  box_max=np.full((3, 3), 0.1, np.float32), valid_points=np.array([50, 50, 50]),
+                  valid=np.array([True, True, True]), points=np.zeros((0, 3), np.float32),
+                  point_instance=np.zeros(0, np.int32))
+arr = markers(res, [2**31, 2**32 - 1, 5], Header(), gone={2**31 + 1},
+              source="followed")
+for m in arr.markers:
+    print(m.ns, m.id, m.action, m.text, instance_id(m.id))
+"""
+
+
+def test_marker_ids_of_uint32_instance_ids_with_field_checks_on():
+    """Click ids start at 2^31: as int32 Marker ids they are mapped one-to-one by two's complement
+    (2^31 -> -2^31, 2^32 - 1 -> -1; hand-computed), the label shows the real id, and the setters'
+    range checks (ROS_PYTHON_CHECK_FIELDS=1, read when the message module is imported: a fresh
+    process) pass."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ROS_PYTHON_CHECK_FIELDS="1")
+    out = subprocess.run([sys.executable, "-P", "-c", _BIG_IDS], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = sorted(tuple(line.split(" ")) for line in out.stdout.strip().splitlines())
+    assert rows == sorted([
+        ("followed/boxes", "-2147483648", "0", "", "2147483648"),
+        ("followed/labels", "-2147483648", "0", "2147483648", "2147483648"),
+        ("followed/boxes", "-1", "0", "", "4294967295"),
+        ("followed/labels", "-1", "0", "4294967295", "4294967295"),
+        ("followed/boxes", "5", "0", "", "5"), ("followed/labels", "5", "0", "5", "5"),
+        ("followed/boxes", "-2147483647", "2", "", "2147483649"),      # DELETE of 2^31 + 1
+        ("followed/labels", "-2147483647", "2", "", "2147483649")])

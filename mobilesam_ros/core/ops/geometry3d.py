@@ -182,6 +182,40 @@ def _depth_cluster(z: np.ndarray, gap_m: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+_NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+
+
+def _grow_along_surface(keep: np.ndarray, z: np.ndarray, allowed: np.ndarray, step_m: float,
+                        rings: int) -> np.ndarray:
+    """`keep` grown by up to `rings` rings of 8-neighbours inside `allowed`, a pixel joining when
+    its depth differs from a kept neighbour's by at most `step_m` (metres).
+
+    Why: the depth range is found on the eroded mask, so a surface that recedes steeply across the
+    erosion rim (a box's side face a few pixels wide: 2 cm of depth per pixel at 1 m) loses its far
+    end, and a fixed margin cannot say how far the rim continues it. Continuity from pixel to pixel
+    can: a side face steps a few centimetres per pixel, while a flying pixel or the background seen
+    through a bleeding mask lies beyond a jump of more than `step_m` from every kept neighbour."""
+    h, w = keep.shape
+    keep = keep.copy()
+    zp = np.pad(z, 1, constant_values=np.nan)
+    for _ in range(rings):
+        cand = allowed & ~keep
+        if not cand.any():
+            break
+        kp = np.pad(keep, 1)
+        joins = np.zeros_like(keep)
+        for dy, dx in _NEIGHBOURS:
+            nk = kp[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+            nz = zp[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+            with np.errstate(invalid="ignore"):
+                joins |= nk & (np.abs(z - nz) <= step_m)   # NaN on either side: False
+        new = cand & joins
+        if not new.any():
+            break
+        keep |= new
+    return keep
+
+
 def _order_stats(a: np.ndarray, percents: tuple) -> list:
     """Nearest-rank percentiles of a 1-D array with one partition (np.percentile on (M, 3) with
     axis=0 partitions strided columns and interpolates: several times slower per instance)."""
@@ -210,6 +244,8 @@ def _one_instance(crop: np.ndarray, dx0: int, dy0: int, depth_m: np.ndarray, cam
         return None
     lo_z, hi_z = _depth_cluster(zc, cfg.gap_m)
     keep = crop & (z >= lo_z - cfg.edge_margin_m) & (z <= hi_z + cfg.edge_margin_m)  # NaN: False
+    if kernel is not None:  # the eroded rim: follow the surface into it (rings = erosion width)
+        keep = _grow_along_surface(keep, z, crop, cfg.gap_m, kernel.shape[0] // 2 + 1)
     n = int(np.count_nonzero(keep))
     if n < cfg.min_points:
         return None
