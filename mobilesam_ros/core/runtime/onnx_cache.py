@@ -37,6 +37,7 @@ from mobilesam_ros.core.errors import UsageError
 from mobilesam_ros.core.io.atomic import atomic_write_json
 from mobilesam_ros.core.io.checkpoints import CheckpointError
 from mobilesam_ros.core.io.weights import sha256_of
+from mobilesam_ros.core.runtime.cache_root import cache_root
 
 LOG = logging.getLogger("mobilesam_ros")
 EXPORTER_VERSION = 2  # bump when export.py changes what it writes (2: LayerNormalization, frozen sizes)
@@ -60,16 +61,6 @@ class CacheUnwritable(ExportUnavailable, UsageError):
             f"ONNX cache folder {folder} cannot be written ({type(exc).__name__}: {exc.strerror or exc}); "
             f"set {setting_name(ModelConfig, 'onnx_cache_dir')} (or $MOBILESAM_CACHE_DIR) to a writable folder, "
             f"or give {setting_name(ModelConfig, 'onnx_encoder')} and {setting_name(ModelConfig, 'onnx_decoder')}")
-
-
-def cache_root(explicit: str = "") -> Path:
-    """explicit, else $MOBILESAM_CACHE_DIR, else $XDG_CACHE_HOME/mobilesam_ros (~/.cache/...)."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("MOBILESAM_CACHE_DIR"):
-        return Path(os.environ["MOBILESAM_CACHE_DIR"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "mobilesam_ros"
 
 
 def entry_key(checkpoints: Sequence[str]) -> str:

@@ -78,7 +78,7 @@ def trt_cache_dir(graph_path: str, root: str = "") -> Path:
     import onnxruntime as ort
 
     from mobilesam_ros.core.io.weights import sha256_of
-    from mobilesam_ros.core.runtime.onnx_cache import cache_root
+    from mobilesam_ros.core.runtime.cache_root import cache_root
 
     key = hashlib.sha256(f"{sha256_of(graph_path)};onnxruntime={ort.__version__}".encode()).hexdigest()[:32]
     return cache_root(root) / "tensorrt" / key
