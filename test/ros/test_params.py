@@ -66,12 +66,9 @@ NOT_PARAMETERS = {
     ("DetectorConfig", "border_snap_px"),   # MobileSAMv2's rule, always on in the node
     ("TrackerConfig", "box_weight"),        # assignment tie-breakers, not tuning knobs
     ("TrackerConfig", "class_weight"),
-<<<<<<< HEAD
-} | {("Settings", f.name) for f in dataclasses.fields(Settings)}  # nested: the snapshot of the others
-=======
-} | {("EvalConfig", f) for f in ("seed", "bootstrap", "max_objects", "grid", "grid_pred_iou_thresh",
+} | {("Settings", f.name) for f in dataclasses.fields(Settings)}  \
+  | {("EvalConfig", f) for f in ("seed", "bootstrap", "max_objects", "grid", "grid_pred_iou_thresh",
                                  "grid_stability_thresh", "ar_conf", "ar_max_det", "label_fps")}  # CLI eval/label only
->>>>>>> main
 
 
 def _config_dataclasses():
