@@ -80,5 +80,5 @@ def test_unwritable_onnx_cache_under_auto_answers_with_torch(tmp_path):
     assert res.returncode == 0, res.stderr
     warnings = [ln for ln in res.stderr.splitlines() if folder in ln]
     assert len(warnings) == 1 and "falling back to torch" in warnings[0], res.stderr
-    assert "model.onnx_cache_dir" in warnings[0]
+    assert "--onnx-cache-dir" in warnings[0]  # the setting, named as the CLI user sets it
     assert np.load(tmp_path / "o.npz")["masks"].shape[1:] == (1080, 810)  # bus.jpg, answered
