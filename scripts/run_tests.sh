@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 # would shadow the installed one.
 # Paths given (`run_tests.sh test/core/test_x.py -k y`) run just those; otherwise the whole suite.
 if [ $# -eq 0 ] || [[ "$1" == -* ]]; then set -- test "$@"; fi
-exec python -P -m pytest -q -p no:cacheprovider --timeout 900 -rs "$@"
+exec python -P -m pytest -q -p no:cacheprovider --timeout 900 -rs --durations=25 "$@"
