@@ -39,12 +39,15 @@ __all__ = ["CameraStream", "FrameResult", "Followed", "PromptResult"]
 class Followed:
     """The followed objects on one frame: `instances` (good masks first, then the lost objects
     with empty masks), `tracks` (their ids, CONFIRMED or COASTING = lost, hits, first seen, age),
-    `reacquired` / `dropped`: ids re-acquired from SegEvery / given up on this frame."""
+    `reacquired` / `dropped`: ids re-acquired from SegEvery / given up on this frame; `rewound`:
+    ids dropped because the stamps went back, from `rewound_from_ns` (a looping bag, a reset)."""
 
     instances: Instances
     tracks: TrackAssignment
     reacquired: list
     dropped: list
+    rewound: list
+    rewound_from_ns: int
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ def test_two_streams_share_the_model_and_keep_their_own_state(model):
     from mobilesam_ros.core.engine.camera_stream import CameraStream
     from mobilesam_ros.core.engine.predictor import SamPredictor
     from mobilesam_ros.core.engine.segevery import decode_boxes
+    from mobilesam_ros.core.ops.filters import filter_instances
 
     settings = Settings(tracker=TrackerConfig(confirm_hits=1))
     front, rear = CameraStream("front", model, settings, 2), CameraStream("rear", model, settings, 2)
@@ -70,7 +71,7 @@ def test_two_streams_share_the_model_and_keep_their_own_state(model):
     res = front.step(img, 5 * S, meta="front header")
     # the same boxes decoded by a plain predictor on the same backend, the official path
     ref = SamPredictor(model.backend)
-    ref_inst = decode_boxes(ref, BOXES, ref.set_image(img, 1))
+    ref_inst = filter_instances(decode_boxes(ref, BOXES, ref.set_image(img, 1)), settings.filters)
     np.testing.assert_array_equal(res.instances.dense_masks(), ref_inst.dense_masks())
     np.testing.assert_array_equal(res.instances.boxes, ref_inst.boxes)
     assert res.frame.meta == "front header" and res.instances.frame is res.frame
