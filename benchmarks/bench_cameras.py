@@ -160,6 +160,7 @@ def main() -> int:
                     help="ROS_DOMAIN_ID of the nodes and the player (keep it apart from other ROS work)")
     ap.add_argument("--json", default="bench_cameras.json", help="where to write the results")
     args = ap.parse_args()
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # the player as the nodes: this host only
     logdir = tempfile.mkdtemp(prefix="bench_cameras_")
     runs: dict = {}
     for r in range(args.runs):
