@@ -259,3 +259,24 @@ def test_core_messages_name_settings_as_the_node_sets_them():
     assert "model.onnx_cache_dir" in setting_name(ModelConfig, "onnx_cache_dir")
     text = str(CacheUnwritable(__import__("pathlib").Path("/ro/cache"), PermissionError(13, "Permission denied")))
     assert "/ro/cache" in text and "model.onnx_cache_dir" in text and "model.onnx_encoder" in text
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("value,ok", [(["front", "rear"], True), ("front", False), (3, False)])
+def test_cameras_of_another_type_is_a_start_up_error(ros_env, value, ok):
+    """`cameras:=front` (a string, not a list) must not kill the constructor: configure reports it."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from mobilesam_ros.ros.node import MobileSamNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    try:
+        node = MobileSamNode("cameras_type", context=ctx, parameter_overrides=[Parameter("cameras", value=value)])
+        errors = node._param_errors
+        node.destroy_node()
+    finally:
+        ctx.try_shutdown()
+    assert (errors == []) is ok, errors
+    assert ok or any("parameter cameras" in e and "not a list of names" in e for e in errors), errors
