@@ -40,12 +40,12 @@ class CameraPort:
     at activate (`activate`), released at cleanup (`release`)."""
 
     def __init__(self, node, topics: CameraTopics, model: SegmentationModel, settings: Settings,
-                 cache_size: int, warn: Callable[[str, str], None]) -> None:
+                 cache_size: int, warn: Callable[[str, str], None], tracker=None) -> None:
         from mobilesam_ros.core.engine.camera_stream import CameraStream
         from mobilesam_ros.srv import RemoveObjects
 
         self._node, self.topics, self._warn = node, topics, warn
-        self.stream = CameraStream(topics.name, model, settings, cache_size)
+        self.stream = CameraStream(topics.name, model, settings, cache_size, tracker)
         self.settings = settings
         self._worker: Optional[LatestFrameWorker] = None
         self._subs: list = []

@@ -57,6 +57,7 @@ class MobileSamNode(LifecycleNode):
         self._settings = None
         self._model = None
         self._ports: dict[str, CameraPort] = {}
+        self._trackers: dict = {}  # per camera, for the process's life: a track id is never reused
         self._worker: Optional[LatestFrameWorker] = None
         self._warned: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
@@ -98,7 +99,10 @@ class MobileSamNode(LifecycleNode):
         names = settings.node.cameras or ("",)
         self.get_logger().info(f"model ready in {time.perf_counter() - t0:.1f} s: {self._model.describe()}"
                                + (f"; cameras {list(names)}" if settings.node.cameras else ""))
-        self._ports = {n: CameraPort(self, CameraTopics(n), self._model, settings, pipeline.cache_size, self._warn)
+        from mobilesam_ros.core.engine.tracking import Tracker
+
+        self._ports = {n: CameraPort(self, CameraTopics(n), self._model, settings, pipeline.cache_size, self._warn,
+                                     self._trackers.setdefault(n, Tracker(settings.tracker)))
                        for n in names}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         return TransitionCallbackReturn.SUCCESS

@@ -81,14 +81,17 @@ class PromptResult:
 
 
 class CameraStream:
-    """One camera over the shared `model`, with `cache_size` encoded frames kept for prompts."""
+    """One camera over the shared `model`, with `cache_size` encoded frames kept for prompts.
+    tracker: the camera's Tracker when it must outlive the stream (the node keeps one per camera
+    for the whole process, so a track id is never given twice, across lifecycle transitions too)."""
 
-    def __init__(self, name: str, model: SegmentationModel, settings: Settings, cache_size: int) -> None:
+    def __init__(self, name: str, model: SegmentationModel, settings: Settings, cache_size: int,
+                 tracker: Optional[Tracker] = None) -> None:
         self.name = name
         self.model = model
         self.predictor = model.new_predictor(cache_size)
         self.settings = settings
-        self._tracker = Tracker(settings.tracker)
+        self._tracker = Tracker(settings.tracker) if tracker is None else tracker
         self._follow = FollowSet(settings.follow)
         self._lock = threading.Lock()   # the follow set: the worker and the remove service
         self._frames_seen = 0

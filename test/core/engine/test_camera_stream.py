@@ -159,3 +159,19 @@ def test_admit_every_n_and_max_rate():
     # 10 Hz: after an admitted frame at t, the next one at t + 0.1 s or later
     got = [cam.admit(t) for t in (1.0, 1.05, 1.099, 1.1, 1.15, 1.25)]
     assert got == [True, False, False, True, False, True]
+
+
+@pytest.mark.slow
+def test_a_tracker_handed_over_keeps_counting_ids(model):
+    """The node keeps one Tracker per camera for the process: a stream built again after a
+    cleanup and configure never gives an old id to a new object."""
+    from mobilesam_ros.core.engine.camera_stream import CameraStream
+    from mobilesam_ros.core.engine.tracking import Tracker
+
+    s = Settings(tracker=TrackerConfig(confirm_hits=1))
+    tracker = Tracker(s.tracker)
+    first = CameraStream("", model, s, 1, tracker)
+    assert first.step(frame(0), 1 * S).ids == [1, 2, 3, 4]
+    first.clear()  # cleanup: frames and tracks go, the id counter stays
+    again = CameraStream("", model, s, 1, tracker)
+    assert sorted(again.step(frame(0), 2 * S).ids) == [5, 6, 7, 8]
