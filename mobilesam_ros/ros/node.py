@@ -81,7 +81,7 @@ class MobileSamNode(LifecycleNode):
         values = P.read_all(self)
         t0 = time.perf_counter()
         try:
-            settings = P.read_settings(self)
+            settings = P.settings(values, P.camera_names(self))  # the values just read, not a second read
             # process-wide, so here at the entry point, and before anything imports torch: its
             # OpenMP runtime reads OMP_WAIT_POLICY once, when it is loaded
             policy = P.build(CpuPolicy, values)
