@@ -29,6 +29,7 @@ ARGS = [
      "idle; env: as OMP_WAIT_POLICY says"),
     ("device", "model.device", "torch device: cpu | cuda | cuda:N"),
     ("autostart", "autostart", "configure + activate without a lifecycle manager"),
+    ("workers", "workers", "with several cameras: how many cameras' frames run at once"),
 ]
 # launched, the node starts itself unless told otherwise (the parameter's default is false)
 LAUNCH_DEFAULTS = {"autostart": "true"}

@@ -154,17 +154,22 @@ class NodeConfig:
     """Structure of the node. mode: segevery (all instances every frame), segany (encode frames
     and answer prompts) or both. autostart: configure and activate without a lifecycle manager.
     tracking_enabled: SegEvery ids are track ids (else 1..N per frame). follow_clicks: a click
-    also starts following its object."""
+    also starts following its object. cameras: the camera names (empty: one unnamed camera).
+    workers: how many cameras' items may run at once (ros/worker.py; one camera runs one item at
+    a time, so at most len(cameras) are used)."""
 
     mode: str = "segevery"
     autostart: bool = False
     tracking_enabled: bool = True
     follow_clicks: bool = False
     cameras: tuple = ()
+    workers: int = 2
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r} not one of {MODES}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
         check_camera_names(self.cameras)
 
 

@@ -4,7 +4,7 @@ CameraStream per camera.
 configure: read the parameters into one Settings snapshot (a bad value fails the transition with
 the parameter, the value and what is allowed), load the model once (a bad checkpoint fails the
 transition with the reason), make one CameraPort per camera (publishers, service). activate:
-subscribe and start the one worker that serves every camera fairly. deactivate: stop both, keep
+subscribe and start the worker (`workers` threads) that serves every camera fairly. deactivate: stop both, keep
 the model. cleanup / shutdown: free it.
 
 Cameras (parameter `cameras`): unset or empty, one camera on the topics below; with
@@ -25,6 +25,7 @@ import gc
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Optional
 
@@ -61,6 +62,7 @@ class MobileSamNode(LifecycleNode):
         self._worker: Optional[LatestFrameWorker] = None
         self._warned: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        self._warn_lock = threading.Lock()  # worker threads and ROS callbacks all warn
         self._diag_timer = None
         self._diag_pub = None
         if P.autostart(self):
@@ -112,11 +114,13 @@ class MobileSamNode(LifecycleNode):
         qos = (QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE) if s.image.reliable
                else qos_profile_sensor_data)
         self._worker = LatestFrameWorker(self._process_frame, self._process_prompt, self._on_worker_error,
-                                         keys=list(self._ports), prompt_queue=s.segany.prompt_queue)
+                                         keys=list(self._ports), prompt_queue=s.segany.prompt_queue,
+                                         threads=s.node.workers)
         for port in self._ports.values():
             port.activate(self._worker, qos)
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
-        self.get_logger().info(f"active: mode={s.node.mode}")
+        self.get_logger().info(f"active: mode={s.node.mode}"
+                               + (f", {self._worker.threads} worker threads" if self._worker.threads > 1 else ""))
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -179,13 +183,14 @@ class MobileSamNode(LifecycleNode):
         """At most one log line per `kind` of problem per WARN_PERIOD_S, however the text varies
         (a hostile stream can make every text unique): bad streams must not flood /rosout. Kinds
         are a fixed, small set (input + exception class); the count of lines held back is added."""
-        now = time.monotonic()
-        if now - self._warned.get(kind, -1e9) >= WARN_PERIOD_S:
+        with self._warn_lock:
+            now = time.monotonic()
+            if now - self._warned.get(kind, -1e9) < WARN_PERIOD_S:
+                self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+                return
             self._warned[kind] = now
             held = self._suppressed.pop(kind, 0)
-            self.get_logger().warning(text + (f" ({held} more like this suppressed)" if held else ""))
-        else:
-            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+        self.get_logger().warning(text + (f" ({held} more like this suppressed)" if held else ""))
 
     # ------------------------------------------------------------------ worker side
     def _on_worker_error(self, kind: str, key: str, item, exc: BaseException) -> None:

@@ -1,6 +1,7 @@
 """The latest-frame worker: no backlog under a slow model, frames and prompts take turns, errors never
 kill it, stop() ends a handler that polls `stopping`; with several cameras, frames take turns
-round-robin and one camera's prompts cannot starve another camera's frames."""
+round-robin and one camera's prompts cannot starve another camera's frames; with several threads,
+different cameras run at once and one camera never runs two items at once."""
 import threading
 import time
 
@@ -138,8 +139,9 @@ def _two_cameras(order, gate, prompt_queue=8):
             gate.wait(5)
         order.append(("f", key, item))
 
+    # one thread: the order of service is the rule under test (with two, both cameras run at once)
     return _Worker(on_frame, lambda key, item: order.append(("p", key, item)), lambda *a: None,
-                   keys=["front", "rear"], prompt_queue=prompt_queue)
+                   keys=["front", "rear"], prompt_queue=prompt_queue, threads=1)
 
 
 def test_cameras_take_turns_with_their_latest_frames():
@@ -175,7 +177,7 @@ def test_one_cameras_prompts_cannot_starve_another_cameras_frames():
         order.append(("p", key, item))
         w.submit_frame("rear", f"R{item}")  # a new rear frame arrives while each prompt runs
 
-    w = _Worker(on_frame, on_prompt, lambda *a: None, keys=["front", "rear"], prompt_queue=8)
+    w = _Worker(on_frame, on_prompt, lambda *a: None, keys=["front", "rear"], prompt_queue=8, threads=1)
     w.submit_frame("front", "block")
     time.sleep(0.05)
     for i in range(8):
@@ -220,3 +222,83 @@ def test_in_progress_names_the_item_and_its_time():
     release.set()
     assert wait_for(lambda: w.in_progress() == ("", 0.0), 5)
     w.stop()
+
+
+def test_threads_run_different_cameras_at_once_never_one_camera_twice():
+    """Three cameras flooded with frames and prompts on two threads: two items run at once (so
+    the threads are used), never two of one camera (its cache and tracks see one item at a time),
+    and every camera is served."""
+    lock = threading.Lock()
+    running: dict = {}
+    seen = {"max_total": 0, "max_one": 0}
+    served = {k: 0 for k in "abc"}
+
+    def handle(key, item):
+        with lock:
+            running[key] = running.get(key, 0) + 1
+            seen["max_total"] = max(seen["max_total"], sum(running.values()))
+            seen["max_one"] = max(seen["max_one"], running[key])
+        time.sleep(0.01)
+        with lock:
+            running[key] -= 1
+            served[key] += 1
+
+    w = _Worker(handle, handle, lambda *a: None, keys=list("abc"), threads=2)
+    assert w.threads == 2
+    t_end = time.monotonic() + 1.0
+    i = 0
+    while time.monotonic() < t_end:
+        for k in "abc":
+            w.submit_frame(k, i)
+            w.submit_prompt(k, i)
+        i += 1
+        time.sleep(0.002)
+    assert wait_for(w.idle, timeout=10)
+    assert w.stop()
+    assert seen["max_one"] == 1
+    assert seen["max_total"] == 2
+    assert min(served.values()) > 10
+
+
+def test_a_blocked_camera_leaves_the_other_thread_to_the_others():
+    """front is stuck in a long item; with two threads rear's frames keep being answered, and
+    front's next frame waits for front's own item (not run beside it)."""
+    order, gate = [], threading.Event()
+
+    def on_frame(key, item):
+        if item == "block":
+            gate.wait(5)
+        order.append((key, item))
+
+    w = _Worker(on_frame, lambda *a: None, lambda *a: None, keys=["front", "rear"], threads=2)
+    w.submit_frame("front", "block")
+    assert wait_for(lambda: w.in_progress("front")[0] == "frame", 5)
+    w.submit_frame("front", "F1")
+    for i in range(3):
+        w.submit_frame("rear", f"R{i}")
+        assert wait_for(lambda: ("rear", f"R{i}") in order, 5)
+    assert ("front", "F1") not in order and w.in_progress("front")[0] == "frame"
+    gate.set()
+    assert wait_for(w.idle, 5)
+    w.stop()
+    assert order[-2:] == [("front", "block"), ("front", "F1")]
+
+
+def test_no_more_threads_than_cameras_and_stop_ends_them_all():
+    assert _Worker(lambda *a: None, lambda *a: None, lambda *a: None, keys=[""], threads=4).threads == 1
+    started = threading.Semaphore(0)
+    w = None
+
+    def polling(key, item):  # a long prompt batch: checks `stopping` between chunks
+        started.release()
+        while not w.stopping:
+            time.sleep(0.01)
+
+    w = _Worker(polling, polling, lambda *a: None, keys=["a", "b"], threads=2)
+    w.submit_frame("a", 1)
+    w.submit_prompt("b", 2)
+    assert started.acquire(timeout=5) and started.acquire(timeout=5)
+    assert w.in_progress("a")[0] == "frame" and w.in_progress("b")[0] == "prompt"
+    t0 = time.monotonic()
+    assert w.stop(timeout=2.0)
+    assert time.monotonic() - t0 < 1.0

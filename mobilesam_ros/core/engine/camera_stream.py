@@ -9,7 +9,8 @@ A frame enters once (`step`) and leaves as one `FrameResult` whose every part po
 same CachedFrame; a prompt is resolved to its CachedFrame once (`resolve`) and answered on it
 (`answer`). Nothing below looks a frame up by stamp again.
 
-Threads: `step`, `answer` and `resolve` run on the process's one worker thread; `update`,
+Threads: `step`, `answer` and `resolve` run on a worker thread, one at a time per stream (other
+streams' calls run beside them on the shared model); `update`,
 `admit`, `remove_followed` and `followed_ids` may be called from ROS callbacks.
 """
 from __future__ import annotations

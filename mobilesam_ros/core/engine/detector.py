@@ -21,7 +21,7 @@ import ast
 import os
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -239,12 +239,14 @@ class YoloV8OnnxDetector:
         """Target size of the letterbox (h, w) in network-input px."""
         return self.imgsz
 
-    def detect(self, image: np.ndarray) -> Detections:
-        """Detect objects in one (H, W, 3) uint8 RGB image.
+    def detect(self, image: np.ndarray, conf: Optional[float] = None, iou: Optional[float] = None) -> Detections:
+        """Detect objects in one (H, W, 3) uint8 RGB image, at confidence `conf` and NMS IoU `iou`
+        (None: the detector's own `conf` / `iou`; given per call, so threads that share one
+        detector never change each other's settings).
 
         Returns :class:`Detections` with boxes (N, 4) float32 xyxy in original-image px (clipped to
         [0, W] x [0, H]), best score first, at most `max_det`. Timings of the three stages are kept
-        in ``self.last_timings`` (dict, ms).
+        in ``self.last_timings`` (dict, ms; the last call's, from whichever thread).
         """
         _validate_image(image)
         t0 = time.perf_counter()
@@ -252,7 +254,8 @@ class YoloV8OnnxDetector:
         t1 = time.perf_counter()
         raw = self._session.run(self._output_names, {self._input_name: blob})[0]
         t2 = time.perf_counter()
-        dets = self._postprocess(raw, info, image.shape[:2])
+        dets = self._postprocess(raw, info, image.shape[:2], self.conf if conf is None else float(conf),
+                                 self.iou if iou is None else float(iou))
         t3 = time.perf_counter()
         self.last_timings = {"preprocess_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3,
                              "postprocess_ms": (t3 - t2) * 1e3}
@@ -294,19 +297,19 @@ class YoloV8OnnxDetector:
         pred = pred.astype(np.float32, copy=False)
         return pred[:4].T, pred[4:4 + nc].T
 
-    def _postprocess(self, raw: np.ndarray, info: LetterboxInfo, image_hw: tuple[int, int]
-                     ) -> Detections:
+    def _postprocess(self, raw: np.ndarray, info: LetterboxInfo, image_hw: tuple[int, int],
+                     conf: float, iou: float) -> Detections:
         cxcywh, cls_scores = self._split_head(raw, info)
         class_ids = cls_scores.argmax(axis=1)
         scores = cls_scores[np.arange(cls_scores.shape[0]), class_ids]
-        keep = np.flatnonzero(scores > self.conf)
+        keep = np.flatnonzero(scores > conf)
         if keep.size == 0:
             return Detections.empty()
         cxcywh, scores, class_ids = cxcywh[keep], scores[keep], class_ids[keep].astype(np.int32)
         half = cxcywh[:, 2:] / 2
         xyxy = np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], axis=1)
 
-        keep = self._nms(xyxy, scores, class_ids)
+        keep = self._nms(xyxy, scores, class_ids, iou)
         xyxy, scores, class_ids = xyxy[keep], scores[keep], class_ids[keep]
         if self.border_snap_px > 0:
             xyxy = self._snap_to_border(xyxy, info)
@@ -320,7 +323,7 @@ class YoloV8OnnxDetector:
         return Detections(boxes[ok].astype(np.float32), scores[ok].astype(np.float32),
                           class_ids[ok])
 
-    def _nms(self, xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
+    def _nms(self, xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float) -> np.ndarray:
         """Greedy NMS, best first; indices into the inputs, at most max_det."""
         boxes = xyxy.astype(np.float64)  # cv2 takes doubles (Rect2d): offsets lose no precision
         if not self.class_agnostic:
@@ -331,7 +334,7 @@ class YoloV8OnnxDetector:
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
         # score_threshold 0: scores were already filtered (strictly > conf >= 0); top_k must stay 0
         # because OpenCV applies it to the candidates before NMS, not to the kept boxes.
-        keep = cv2.dnn.NMSBoxes(xywh, scores.astype(np.float32), 0.0, self.iou)
+        keep = cv2.dnn.NMSBoxes(xywh, scores.astype(np.float32), 0.0, iou)
         keep = np.asarray(keep, dtype=np.int64).reshape(-1)
         return keep[: self.max_det]
 

@@ -3,7 +3,10 @@ the optional SegEvery box detector. ROS-free.
 
 Loading is the expensive part (weights, ONNX sessions, their thread pools and arenas); a camera
 stream (core/engine/camera_stream.py) holds only per-camera state over it, so N cameras cost one
-model in memory. Not thread-safe: one worker thread runs every model call of the process.
+model in memory. Several threads may call it at once (the node's workers, one camera each): ONNX
+Runtime sessions and torch modules in inference allow concurrent runs, and nothing here keeps
+per-call state (each call binds its own inputs and outputs; the detector takes its thresholds per
+call).
 """
 from __future__ import annotations
 
@@ -44,8 +47,7 @@ class SegmentationModel:
         (original px), or None without a detector."""
         if self.detector is None:
             return None
-        self.detector.conf, self.detector.iou = float(conf), float(iou)
-        return self.detector.detect(image)
+        return self.detector.detect(image, conf, iou)
 
     def close(self) -> None:
         """Drop the networks (the node's cleanup); streams built on this model are unusable after."""
