@@ -7,8 +7,9 @@ every output with the header of the frame it was computed on (`CachedFrame.meta`
 """
 from __future__ import annotations
 
+import itertools
 import time
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
@@ -40,7 +41,8 @@ class CameraPort:
     at activate (`activate`), released at cleanup (`release`)."""
 
     def __init__(self, node, topics: CameraTopics, model: SegmentationModel, settings: Settings,
-                 cache_size: int, warn: Callable[[str, str], None], tracker=None) -> None:
+                 cache_size: int, warn: Callable[[str, str], None], tracker=None,
+                 click_ids: Optional[Iterator[int]] = None) -> None:
         from mobilesam_ros.core.engine.camera_stream import CameraStream
         from mobilesam_ros.srv import RemoveObjects
 
@@ -49,7 +51,9 @@ class CameraPort:
         self.settings = settings
         self._worker: Optional[LatestFrameWorker] = None
         self._subs: list = []
-        self._next_click_id = CLICK_ID_BASE
+        # ids of click-started objects; the node keeps one counter per camera for the process's
+        # life, so no id is given twice across cleanup / configure
+        self._click_ids = itertools.count(CLICK_ID_BASE) if click_ids is None else click_ids
         out = topics.output
         self._pubs = {
             "instances": node.create_lifecycle_publisher(InstanceMaskArray, out("instances"), 10),
@@ -172,8 +176,7 @@ class CameraPort:
         under); otherwise id 1."""
         if not self.settings.node.follow_clicks:
             return 1
-        self._next_click_id += 1
-        return self._next_click_id - 1
+        return next(self._click_ids)
 
     def _publish(self, inst, mode: str, ids, tracks=None) -> None:
         """Instances with their frame's own header and the overlay on their frame's own image."""

@@ -22,6 +22,7 @@ Topics of a camera (relative names: remap them):
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import os
 import sys
@@ -37,7 +38,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from mobilesam_ros.core.config import CpuPolicy
 from mobilesam_ros.ros import params as P
-from mobilesam_ros.ros.camera_port import CameraPort
+from mobilesam_ros.ros.camera_port import CLICK_ID_BASE, CameraPort
 from mobilesam_ros.ros.topics import CameraTopics
 from mobilesam_ros.ros.worker import Abandoned, LatestFrameWorker
 
@@ -58,7 +59,9 @@ class MobileSamNode(LifecycleNode):
         self._settings = None
         self._model = None
         self._ports: dict[str, CameraPort] = {}
-        self._trackers: dict = {}  # per camera, for the process's life: a track id is never reused
+        # per camera, for the process's life: a track id or a click id is never given twice
+        self._trackers: dict = {}
+        self._click_ids: dict = {}
         self._worker: Optional[LatestFrameWorker] = None
         self._warned: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
@@ -104,7 +107,8 @@ class MobileSamNode(LifecycleNode):
         from mobilesam_ros.core.engine.tracking import Tracker
 
         self._ports = {n: CameraPort(self, CameraTopics(n), self._model, settings, pipeline.cache_size, self._warn,
-                                     self._trackers.setdefault(n, Tracker(settings.tracker)))
+                                     self._trackers.setdefault(n, Tracker(settings.tracker)),
+                                     self._click_ids.setdefault(n, itertools.count(CLICK_ID_BASE)))
                        for n in names}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         return TransitionCallbackReturn.SUCCESS

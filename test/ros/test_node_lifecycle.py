@@ -149,3 +149,39 @@ def test_no_checkpoint_fails_configure_naming_the_parameter(ros_process, ros_pro
     assert not _transition(ros_probe, "mobilesam", Transition.TRANSITION_CONFIGURE)
     assert wait_for(lambda: "no checkpoint given" in read_log(node)
                     and "model.checkpoint is empty" in read_log(node), 10), read_log(node)
+
+
+@pytest.mark.slow
+def test_ids_are_never_given_twice_across_cleanup_and_configure(ros_env):
+    """In-process node (real rclpy, the seeded model on torch), two cameras: a click id and the
+    tracker of each camera outlive cleanup + configure, so an object seen after a reconfigure never
+    takes the id of one seen before (a consumer keyed by id would merge them). Each camera counts
+    its own click ids."""
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from mobilesam_ros.ros.camera_port import CLICK_ID_BASE
+    from mobilesam_ros.ros.node import MobileSamNode
+    from nodeutil import CHECKPOINT
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    values = {"mode": "segany", "model.checkpoint": CHECKPOINT, "model.backend": "torch", "follow.clicks": True,
+              "cameras": ["front", "rear"]}
+    node = MobileSamNode("ids_live_on", context=ctx,
+                         parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        trackers = {k: p.stream._tracker for k, p in node._ports.items()}
+        assert [node._ports["front"]._click_id() for _ in range(2)] == [CLICK_ID_BASE, CLICK_ID_BASE + 1]
+        assert node._ports["rear"]._click_id() == CLICK_ID_BASE
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node._ports["front"]._click_id() == CLICK_ID_BASE + 2
+        assert node._ports["rear"]._click_id() == CLICK_ID_BASE + 1
+        assert all(node._ports[k].stream._tracker is t for k, t in trackers.items())
+        node.trigger_cleanup()
+    finally:
+        node.destroy_node()
+        ctx.try_shutdown()
