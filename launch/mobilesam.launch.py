@@ -3,14 +3,15 @@
 Starts the mobilesam lifecycle node with config/mobilesam.yaml; the arguments below override the
 main parameters. With autostart:=true (default) the node configures and activates itself; set it
 false to drive it from a lifecycle manager (Nav2's lifecycle_manager, `ros2 lifecycle set`).
+With rviz:=true, RViz starts too, showing the node's outputs of its first camera.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode
+from launch_ros.actions import LifecycleNode, Node
 
 from mobilesam_ros.ros.params import PARAMS
 
@@ -39,6 +40,8 @@ OTHER_ARGS = [
     ("image", "image", "input sensor_msgs/Image topic (remapped onto the node's `image`; one camera)"),
     ("node_name", "mobilesam", "node name"),
 ]
+RVIZ = DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"],
+                             description="also start RViz (rviz/mobilesam.rviz) on this node's first camera")
 
 
 def _argument(name: str, param: str, description: str) -> DeclareLaunchArgument:
@@ -51,10 +54,22 @@ def _argument(name: str, param: str, description: str) -> DeclareLaunchArgument:
                                  description=description, choices=choices)
 
 
+def _rviz(context):
+    """RViz on the node's first camera (the config's topics rewritten for node_name and cameras)."""
+    if LaunchConfiguration("rviz").perform(context) != "true":
+        return []
+    from mobilesam_ros.ros.rviz_config import parse_cameras, write_rviz_config
+
+    template = os.path.join(get_package_share_directory("mobilesam_ros"), "rviz", "mobilesam.rviz")
+    path = write_rviz_config(template, LaunchConfiguration("node_name").perform(context),
+                             parse_cameras(LaunchConfiguration("cameras").perform(context)))
+    return [Node(package="rviz2", executable="rviz2", arguments=["-d", path], output="screen")]
+
+
 def generate_launch_description():
     config = os.path.join(get_package_share_directory("mobilesam_ros"), "config", "mobilesam.yaml")
     declared = [_argument(*a) for a in ARGS]
-    declared += [DeclareLaunchArgument(n, default_value=d, description=t) for n, d, t in OTHER_ARGS]
+    declared += [DeclareLaunchArgument(n, default_value=d, description=t) for n, d, t in OTHER_ARGS] + [RVIZ]
     node = LifecycleNode(
         package="mobilesam_ros",
         executable="mobilesam_node",
@@ -68,4 +83,4 @@ def generate_launch_description():
         remappings=[("image", LaunchConfiguration("image")),
                     ("image/compressed", [LaunchConfiguration("image"), "/compressed"])],
     )
-    return LaunchDescription(declared + [node])
+    return LaunchDescription(declared + [node, OpaqueFunction(function=_rviz)])

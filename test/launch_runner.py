@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 for _m in [m for m in sys.modules if m in ("launch", "launch_ros") or m.startswith(("launch.", "launch_ros."))]:
     del sys.modules[_m]
 sys.path.insert(0, os.path.join(HERE, "launch_shim"))
-from launch.actions import DeclareLaunchArgument  # noqa: E402
+from launch.actions import DeclareLaunchArgument, OpaqueFunction  # noqa: E402
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, TextSubstitution  # noqa: E402
 from launch_ros.actions import Node  # noqa: E402
 
@@ -50,17 +50,37 @@ def _typed(v):
     return v
 
 
-def node_commands(ld, overrides=None, tmpdir="."):
-    from ament_index_python.packages import get_package_prefix
+class _Context:
+    """What an OpaqueFunction sees: the launch arguments' values (launch.LaunchContext's field)."""
 
+    def __init__(self, args):
+        self.launch_configurations = dict(args)
+
+
+def nodes(ld, overrides=None):
+    """(the Node actions, those of OpaqueFunctions included, and the launch arguments' values),
+    after the arguments' choices are checked as `ros2 launch` checks them."""
     args = {e.name: e.default_value for e in ld.entities
             if isinstance(e, DeclareLaunchArgument) and e.default_value is not None}
     args.update(overrides or {})
     for e in ld.entities:
         if isinstance(e, DeclareLaunchArgument) and e.choices and args.get(e.name) not in e.choices:
             raise ValueError(f"{e.name}={args.get(e.name)!r} not in {e.choices}")
+    found = []
+    for e in ld.entities:
+        if isinstance(e, OpaqueFunction):
+            found += [a for a in e.function(_Context(args), *e.args, **e.kwargs) or [] if isinstance(a, Node)]
+        elif isinstance(e, Node):
+            found.append(e)
+    return found, args
+
+
+def node_commands(ld, overrides=None, tmpdir="."):
+    from ament_index_python.packages import get_package_prefix
+
+    found, args = nodes(ld, overrides)
     cmds = []
-    for i, n in enumerate(e for e in ld.entities if isinstance(e, Node)):
+    for i, n in enumerate(found):
         exe = os.path.join(get_package_prefix(n.package), "lib", n.package, n.executable)
         argv = [sys.executable, exe] + [str(_sub(a, args)) for a in n.arguments] + ["--ros-args"]
         if n.name:
