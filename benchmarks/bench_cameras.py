@@ -2,14 +2,16 @@
 """Several cameras: ONE node serving N cameras (one loaded model) against N separate node
 processes (one model each), at 640x480 and 30 Hz per camera, the way a robot runs them.
 
-For each N in --cameras (default 1 2 4) and each layout ("one node", "N nodes"), in one run on this
-machine, alternating the layouts: the node processes start (seeded checkpoint, the YOLOv8n
+For each N in --cameras (default 1 2 4) and each layout ("one node" with `workers:=W` for each W in
+--workers, "N nodes"), in one run on this machine, alternating the layouts: the node processes start (seeded checkpoint, the YOLOv8n
 detector, backend auto = ONNX Runtime, default CPU policy), every camera gets the camera sequence
 at 30 Hz (reliable QoS: large best-effort samples can be lost whole without shared memory) for
 --seconds after each camera's first answer, and we measure:
   total answered frames/s   answers on every camera's ~/instances / seconds
   latency median / p95 (s)  answer arrival - publish time of that frame, per camera, pooled
   RSS (MB)                  sum of the node processes' VmRSS at the end, and their peak VmHWM
+  load                      the host's 1-min load average at the start and end of the case (what
+                            else ran: the nodes themselves add about their thread count)
 --runs R repeats every (N, layout) R times (alternating); the table shows the median run.
 One camera runs as the node always did (no `cameras` parameter, `image` remapped), so the same
 script also measures an older revision: run it from that revision's environment
@@ -43,6 +45,10 @@ def node_exe() -> str:
     return os.path.join(get_package_prefix("mobilesam_ros"), "lib", "mobilesam_ros", "mobilesam_node")
 
 
+def one_node(workers: int) -> str:
+    return f"one node, workers {workers}"
+
+
 def start_nodes(layout: str, n: int, env: dict, logdir: str) -> tuple[list, list[str]]:
     """(processes, the instances topic of each camera)."""
     base = [sys.executable, node_exe(), "--ros-args", "-p", f"model.checkpoint:={CKPT}", "-p",
@@ -51,8 +57,9 @@ def start_nodes(layout: str, n: int, env: dict, logdir: str) -> tuple[list, list
     if layout == "one node" and n == 1:  # the single unnamed camera, as every node before `cameras`
         argv = [base + ["-r", "__node:=one", "-r", "image:=/cam0/image"]]
         topics = ["/one/instances"]
-    elif layout == "one node":
-        argv = [base + ["-r", "__node:=one", "-p", f"cameras:=[{', '.join(cams)}]"]]
+    elif layout.startswith("one node"):
+        workers = ["-p", f"workers:={layout.rsplit(' ', 1)[1]}"] if "workers" in layout else []
+        argv = [base + workers + ["-r", "__node:=one", "-p", f"cameras:=[{', '.join(cams)}]"]]
         topics = [f"/one/{c}/instances" for c in cams]
     else:
         argv = [base + ["-r", f"__node:=n{i}", "-r", f"image:=/{c}/image"] for i, c in enumerate(cams)]
@@ -88,6 +95,7 @@ def measure(layout: str, n: int, seconds: float, domain: int, logdir: str) -> di
     from mobilesam_ros.ros.messages import array_to_image_msg
 
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    load_start = os.getloadavg()[0]
     procs, topics = start_nodes(layout, n, env, logdir)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
@@ -137,7 +145,8 @@ def measure(layout: str, n: int, seconds: float, domain: int, logdir: str) -> di
         return {"layout": layout, "cameras": n, "answered_fps": sum(per_cam), "per_camera_fps": per_cam,
                 "latency_median_s": statistics.median(lat) if lat else float("nan"),
                 "latency_p95_s": lat[int(0.95 * (len(lat) - 1))] if lat else float("nan"),
-                "rss_mb": rss, "peak_rss_mb": peak, "published_per_camera": k, "seconds": seconds}
+                "rss_mb": rss, "peak_rss_mb": peak, "published_per_camera": k, "seconds": seconds,
+                "load_start": load_start, "load_end": os.getloadavg()[0]}
     finally:
         for p in procs:
             p.terminate()
@@ -156,6 +165,8 @@ def main() -> int:
     ap.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4], help="camera counts to measure")
     ap.add_argument("--seconds", type=float, default=30.0, help="measured seconds per case (after warm-up)")
     ap.add_argument("--runs", type=int, default=3, help="runs per case, alternating layouts (median shown)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[2],
+                    help="the one node's `workers` values to measure, each a layout (several cameras)")
     ap.add_argument("--domain", type=int, default=int(os.environ.get("BENCH_DOMAIN_ID", "173")),
                     help="ROS_DOMAIN_ID of the nodes and the player (keep it apart from other ROS work)")
     ap.add_argument("--json", default="bench_cameras.json", help="where to write the results")
@@ -165,11 +176,12 @@ def main() -> int:
     runs: dict = {}
     for r in range(args.runs):
         for n in args.cameras:
-            layouts = ("one node", "N nodes") if n > 1 else ("one node",)
+            layouts = tuple(one_node(w) for w in args.workers) + ("N nodes",) if n > 1 else ("one node",)
             for layout in (layouts if r % 2 == 0 else layouts[::-1]):
                 res = measure(layout, n, args.seconds, args.domain, logdir)
                 print(f"run {r + 1}: {layout} x{n}: {res['answered_fps']:.2f} frames/s, "
-                      f"median {res['latency_median_s']:.2f} s, RSS {res['rss_mb']:.0f} MB", flush=True)
+                      f"median {res['latency_median_s']:.2f} s, RSS {res['rss_mb']:.0f} MB, "
+                      f"load {res['load_start']:.1f} -> {res['load_end']:.1f}", flush=True)
                 runs.setdefault((n, layout), []).append(res)
     rows = []
     for (n, layout), rs in sorted(runs.items()):
@@ -179,7 +191,7 @@ def main() -> int:
     print_table(rows, [("cameras", "cameras", ""), ("layout", "layout", ""),
                        ("answered_fps", "total frames/s", "{:.2f}"), ("latency_median_s", "latency median s", "{:.2f}"),
                        ("latency_p95_s", "latency p95 s", "{:.2f}"), ("median_rss_mb", "RSS MB", "{:.0f}"),
-                       ("peak_rss_mb", "peak RSS MB", "{:.0f}")])
+                       ("peak_rss_mb", "peak RSS MB", "{:.0f}"), ("load_end", "load at end", "{:.1f}")])
     write_json(args.json, {"machine": machine(), "args": vars(args), "rows": rows})
     return 0
 
