@@ -122,7 +122,8 @@ def detection_array(sec: int, boxes, labels, ids, scores=None, nanosec: int = 0)
 
     header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id="camera_optical_frame")
     out = Detection2DArray(header=header)
-    for k, (x1, y1, x2, y2) in enumerate(boxes):
+    for k, box in enumerate(boxes):
+        x1, y1, x2, y2 = (float(v) for v in box)
         centre = Pose2D(position=Point2D(x=(x1 + x2) / 2, y=(y1 + y2) / 2))
         hyp = ObjectHypothesis(class_id=str(labels[k]), score=float(1.0 if scores is None else scores[k]))
         out.detections.append(Detection2D(header=header, bbox=BoundingBox2D(center=centre, size_x=x2 - x1,

@@ -182,7 +182,11 @@ def test_detections_in_and_out(ros_process, ros_probe):
           for i in followed.instances if i.bbox.width > 0}
     assert fb, "no followed object has a mask"
     new_box = [0.0, 300.0, 40.0, 340.0]
-    assert all(b[0] >= 40 or b[1] >= 340 or b[3] <= 300 for b in fb.values()), fb  # no overlap at all
+
+    def iou(a, b):  # continuous xyxy boxes
+        inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    assert all(iou(new_box, b) < 0.4 for b in fb.values()), fb  # far below detections.follow_iou
     boxes = list(fb.values()) + [new_box]
     detpub.publish(detection_array(3, boxes, ["0"] * len(boxes), [f"g{k}" for k in range(len(boxes))]))
     again = answer(3, lambda a: from_detections(a) and a.instances[0].detection_id == "g0")
