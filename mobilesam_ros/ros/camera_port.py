@@ -23,7 +23,7 @@ from mobilesam_ros.core.io.image_codec import ImageMessageError, compressed_msg_
 from mobilesam_ros.core.structures.prompts import PromptError
 from mobilesam_ros.msg import Instance3DArray, InstanceMaskArray, Prompt
 from mobilesam_ros.ros.depth3d import Depth3D
-from mobilesam_ros.ros.detection_conversions import check_detections_size, detections_to_prompts
+from mobilesam_ros.ros.detection_conversions import check_detections_size, detections_to_prompts, serialized_count
 from mobilesam_ros.ros.messages import array_to_image_msg, instances_to_msg, label_image, overlay_image
 from mobilesam_ros.ros.prompt_conversions import (PromptObjects, check_prompt_size, click_to_prompts,
                                                   prompt_msg_to_prompts)
@@ -135,9 +135,21 @@ class CameraPort:
         if self._worker is not None:
             self._worker.submit_prompt(self.key, ("click", msg))
 
-    def _on_detections(self, msg) -> None:
-        if self._worker is not None:
-            self._worker.submit_prompt(self.key, ("detections", msg))
+    def _on_detections(self, raw: bytes) -> None:
+        """A serialized Detection2DArray: refused by its count (segany.max_objects) before it is
+        deserialized (a flood of huge arrays must not hold up this executor thread), then queued."""
+        if self._worker is None:
+            return
+        n, limit = serialized_count(raw), self.settings.segany.max_objects
+        if n is not None and n > limit:
+            self._worker.stats[self.key].prompts_in += 1  # counted like any refused prompt
+            self._warn("detections_PromptError", f"{self.topics.prefix}skipping detections: {n} detections, "
+                       f"over the limit of {limit} (segany.max_objects)")
+            return
+        from rclpy.serialization import deserialize_message
+        from vision_msgs.msg import Detection2DArray
+
+        self._worker.submit_prompt(self.key, ("detections", deserialize_message(raw, Detection2DArray)))
 
     def _on_remove(self, request, response):
         response.removed = self.stream.remove_followed(list(request.ids))

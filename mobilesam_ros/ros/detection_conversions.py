@@ -9,8 +9,9 @@ box's centre is x_offset + width / 2 of the mask's RegionOfInterest.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from mobilesam_ros.core.config import DetectionsConfig, SegAnyConfig
 from mobilesam_ros.core.engine.class_names import ClassNames
 from mobilesam_ros.core.structures.prompts import PromptError, make_prompt
 
-__all__ = ["DetectionPrompts", "check_detections_size", "detection_boxes", "detections_to_prompts",
+__all__ = ["DetectionPrompts", "serialized_count", "check_detections_size", "detection_boxes", "detections_to_prompts",
            "hypothesis_of", "hypotheses_of", "instance_hypothesis", "instances_to_detections",
            "instances3d_to_detections"]
 
@@ -36,6 +37,23 @@ class DetectionPrompts:
     class_ids: list
     class_names: list
     scores: list
+
+
+def serialized_count(raw: bytes) -> Optional[int]:
+    """The number of detections in a serialized (CDR) Detection2DArray, read from its bytes without
+    deserializing it (a 10,000-detection array costs rclpy ~10^5 Python objects; this costs
+    nothing), or None when the bytes are too short to tell. Layout after the 4-byte encapsulation
+    header (byte 1: 1 = little endian): Header = int32 sec, uint32 nanosec, string frame_id (uint32
+    length incl. its NUL, the bytes), then the detections' uint32 sequence length, aligned to 4."""
+    if len(raw) < 16:
+        return None
+    order = "<" if raw[1] & 1 else ">"
+    (n_frame,) = struct.unpack_from(order + "I", raw, 12)
+    at = 16 + n_frame
+    at += (-(at - 4)) % 4  # CDR aligns relative to the end of the encapsulation header
+    if at + 4 > len(raw):
+        return None
+    return struct.unpack_from(order + "I", raw, at)[0]
 
 
 def check_detections_size(msg, limits: SegAnyConfig) -> None:

@@ -64,7 +64,9 @@ class VisionMsgsPort:
             depth3d.on_3d = self.publish_3d
 
     def subscribe(self, callback: Callable, reliable: bool) -> list:
-        """[the `detections` subscription] (reliable or best effort, depth 10), [] when off."""
+        """[the `detections` subscription] (reliable or best effort, depth 10), [] when off.
+        callback(raw bytes): serialized messages, so that an oversized array is refused by its
+        count before rclpy builds its Python objects (`detection_conversions.serialized_count`)."""
         if not self.enabled:
             return []
         from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -72,7 +74,8 @@ class VisionMsgsPort:
 
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if reliable
                          else ReliabilityPolicy.BEST_EFFORT)
-        return [self._node.create_subscription(Detection2DArray, self._topics.input("detections"), callback, qos)]
+        return [self._node.create_subscription(Detection2DArray, self._topics.input("detections"), callback, qos,
+                                               raw=True)]
 
     def publish(self, arr, source: str) -> Optional[dict]:
         """The Detection2DArray of an InstanceMaskArray `arr` of `source`; returns its hypotheses

@@ -47,12 +47,14 @@ class ClassNames:
 
     def resolve(self, label: str) -> tuple[int, str]:
         """A detector's class label (vision_msgs ObjectHypothesis.class_id) -> (class id, name).
-        A number is the id ("3" -> (3, name of 3)); a name in the table -> (its id, the name); an
+        A number in [0, 2^31) is the id ("3" -> (3, name of 3)); another number is kept as a name; a name in the table -> (its id, the name); an
         unknown name -> (-1, the name): the name is kept, the id says "not one of ours"."""
         label = label.strip()
         k = _as_int(label)
-        if k is not None:
+        if k is not None and 0 <= k < 1 << 31:  # an id InstanceMask.class_id (int32) can hold
             return k, self.name(k)
+        if k is not None:  # "-3", "99999999999": not a class id; kept as a name
+            return -1, label
         return self._ids.get(label, -1), label
 
     def ids_of(self, labels: Iterable[str]) -> tuple[frozenset, list]:
