@@ -17,6 +17,8 @@ Topics of a camera (relative names: remap them):
   out  ~/instances (mobilesam_ros/InstanceMaskArray), ~/label_image (mono16), ~/overlay (rgb8,
        only rendered while someone subscribes), ~/followed; service ~/remove_objects
   3D   depth + camera_info in -> ~/instances_3d, ~/points, ~/markers out: see ros/depth3d.py
+  vision_msgs  detections in, ~/detections[/segany|/followed] and ~/detections_3d[...] out: see
+       ros/vision_msgs_port.py (off, logged once, without vision_msgs)
   and /diagnostics (diagnostic_msgs/DiagnosticArray, 1 Hz): one status per camera
 """
 from __future__ import annotations
