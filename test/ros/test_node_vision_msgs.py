@@ -153,6 +153,11 @@ def test_detections_in_and_out(ros_process, ros_probe):
     assert [(i.class_id, i.class_name) for i in by_det.instances] == want
     assert [i.detection_score for i in by_det.instances] == pytest.approx([d["score"] for d in ref], abs=1e-6)
     assert all(i.class_id == -1 and i.class_name == "" and i.detection_id == "" for i in by_prompt.instances)
+    # an array for a frame that is not cached: the late prompt's warning, no answer
+    n_answers = len(got["inst"])
+    detpub.publish(detection_array(999, [ref[0]["xyxy"]], ["person"], ["late"]))
+    assert wait_for(lambda: "skipping detections: no cached frame within" in read_log(node), 60), read_log(node)
+    assert all(a.header.stamp.sec != 999 for a in got["inst"][n_answers:])
 
     # --- point mode, YOLOv8n run here (real ONNX Runtime) on frame 5
     det5 = YoloV8OnnxDetector(DETECTOR, conf=0.25, iou=0.45).detect(frames[2])
