@@ -102,7 +102,7 @@ class CameraStream:
         self._frames_seen = 0
         self._last_admitted = -float("inf")
         self._amg = None
-        self._filter_key: tuple = ()          # the detector.classes value _filter_ids was made from
+        self._filter_key: tuple = ()          # the DetectorConfig.classes value _filter_ids was made from
         self._filter_ids: frozenset = frozenset()
 
     # ------------------------------------------------------------------ settings and input gate

@@ -1,5 +1,5 @@
 """The class-name table of a detector: ids <-> names, for InstanceMask.class_name, vision_msgs
-hypotheses (whose class_id is a string) and the detector.classes filter. ROS-free.
+hypotheses (whose class_id is a string) and the DetectorConfig.classes filter. ROS-free.
 
 Names come from the detector ONNX's metadata (Ultralytics exports carry `names`, parsed by
 core/engine/detector.py) or from a text file (DetectorConfig.class_names: one name per line, line k
