@@ -201,7 +201,7 @@ class CameraPort:
             inst = replace(inst, class_ids=np.asarray(labels.class_ids, np.int32).reshape(-1),
                            det_scores=np.asarray(labels.scores, np.float32).reshape(-1))
             names, det_ids = labels.class_names, labels.detection_ids
-        self._publish(inst, InstanceMaskArray.MODE_SEGANY, res.ids, names=names, detection_ids=det_ids)
+        self._publish(inst, InstanceMaskArray.MODE_SEGANY, res.ids, None, names, det_ids)
         if res.refused:
             self._warn("follow_refused", f"{self.topics.prefix}not following ids {res.refused}: "
                        f"follow.max_objects = {s.follow.max_objects} reached, or an empty mask")
