@@ -8,6 +8,10 @@ host or day are not comparable (these shared hosts differ up to 3x between days)
 "Measured" section holds the one side-by-side run of both codes on one host.
 
     source scripts/activate.sh && python benchmarks/bench_segevery.py [--grid] [--json out/bench_segevery.json]
+
+`--classes person` (issue 21) measures instead what detector.classes saves: on one image (default
+bus.jpg) encoded once, the decode of all the detector's boxes and of the boxes of the named classes
+only (the node's filter, applied before decoding), alternated in one process, min and median.
 """
 from __future__ import annotations
 
@@ -83,6 +87,47 @@ def single(args) -> dict:
     return r
 
 
+def classes_case(args) -> dict:
+    """Decoder time of all detector boxes vs those of args.classes, alternated (one process, one
+    encoded frame, the same boxes each round)."""
+    import time
+
+    import cv2
+
+    from mobilesam_ros.core.engine.class_names import ClassNames
+    from mobilesam_ros.core.engine.detector import YoloV8OnnxDetector
+    from mobilesam_ros.core.engine.predictor import SamPredictor
+    from mobilesam_ros.core.engine.segevery import decode_boxes
+    from mobilesam_ros.core.io.checkpoints import load_mobile_sam
+    from mobilesam_ros.core.runtime.torch_backend import TorchBackend
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    image = cv2.cvtColor(cv2.imread(args.image), cv2.COLOR_BGR2RGB)
+    pred = SamPredictor(TorchBackend(load_mobile_sam(args.checkpoint)))
+    det = YoloV8OnnxDetector(args.detector, conf=0.4, iou=0.9, border_snap_px=20)
+    pred.set_image(image, 1)
+    frame = pred.frame(1)
+    boxes = det.detect(image)
+    ids, unknown = ClassNames(det.names).ids_of(args.classes.split(","))
+    if unknown:
+        raise SystemExit(f"unknown classes {unknown}")
+    kept = boxes.select(np.isin(boxes.class_ids, list(ids)))  # the node's rule (CameraStream._keep_classes)
+    times: dict = {"all": [], "filtered": []}
+    decode_boxes(pred, boxes.boxes, frame, boxes.class_ids, boxes.scores)  # warm-up
+    for _ in range(args.repeat):
+        for name, d in (("all", boxes), ("filtered", kept)):
+            t0 = time.perf_counter()
+            decode_boxes(pred, d.boxes, frame, d.class_ids, d.scores)
+            times[name].append(time.perf_counter() - t0)
+    out = {"case": "classes", "image": args.image, "classes": args.classes, "boxes_all": len(boxes),
+           "boxes_filtered": len(kept), "repeat": args.repeat}
+    for name, t in times.items():
+        out[f"{name}_min_s"], out[f"{name}_median_s"] = float(np.min(t)), float(np.median(t))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=str(SHARED / "fixtures" / "mobile_sam_seed1.pt"))
@@ -93,7 +138,16 @@ def main() -> int:
     ap.add_argument("--grid", action="store_true", help="also run the 32x32 grid baseline (minutes)")
     ap.add_argument("--json", default="out/bench_segevery.json")
     ap.add_argument("--single", help=argparse.SUPPRESS)
+    ap.add_argument("--classes", help="comma-separated class names: measure the detector.classes filter "
+                                      "(default image bus.jpg, --repeat rounds, alternated)")
     args = ap.parse_args()
+    if args.classes:
+        if args.image == ap.get_default("image"):
+            args.image = str(SHARED / "data" / "images" / "bus.jpg")
+        r = classes_case(args)
+        print(json.dumps(r, indent=1))
+        write_json(args.json.replace(".json", "_classes.json"), {"machine": machine(), "results": [r]})
+        return 0
     if args.single:
         print(json.dumps(single(args)))
         return 0

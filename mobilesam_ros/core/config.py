@@ -97,6 +97,10 @@ class DetectorConfig:
     conf: keep boxes whose best class score is > conf. iou: NMS suppresses boxes with IoU > iou.
     max_det: at most this many boxes per frame (best first).
     border_snap_px: box edges within this many network-input px of the border snap onto it (0 = off).
+    class_names: a text file naming the detector's classes, one per line (line k = class k); ""
+        = the names in the detector ONNX's metadata (Ultralytics exports carry `names`), if any.
+    classes: SegEvery keeps only the detector boxes of these classes, before decoding (names, or
+        ids written as numbers); () = all classes.
     """
 
     model: str = ""
@@ -104,6 +108,8 @@ class DetectorConfig:
     iou: float = 0.9
     max_det: int = 300
     border_snap_px: float = 20.0
+    class_names: str = ""
+    classes: tuple = ()
 
 
 # MobileSAMv2 runs its detector at 1024 px; the node leaves imgsz to the model (its fixed input
@@ -332,6 +338,29 @@ class FollowConfig:
             raise ConfigError(f"invalid FollowConfig {self}")
 
 
+DETECTION_PROMPTS = ("box", "point")
+
+
+@dataclass(frozen=True)
+class DetectionsConfig:
+    """Detections in (vision_msgs/Detection2DArray from any detector) as SegAny objects.
+
+    prompt: "box" (the detection's box) or "point" (its centre, one positive point, the best of
+        SAM's three candidates by predicted IoU). follow: follow every detection (click-to-track);
+        a detection overlapping a followed object's box by IoU >= follow_iou updates that object.
+    follow_iou: that box IoU. reliable: subscribe with a reliable QoS (else best effort).
+    """
+
+    prompt: str = "box"
+    follow: bool = False
+    follow_iou: float = 0.5
+    reliable: bool = True
+
+    def __post_init__(self) -> None:
+        if self.prompt not in DETECTION_PROMPTS or not 0.0 < self.follow_iou <= 1.0:
+            raise ConfigError(f"invalid DetectionsConfig {self}")
+
+
 # ----------------------------------------------------------------------------- the running snapshot
 @dataclass(frozen=True)
 class Settings:
@@ -353,6 +382,7 @@ class Settings:
     overlay: OverlayConfig = field(default_factory=OverlayConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     extract3d: Extract3DConfig = field(default_factory=Extract3DConfig)
+    detections: DetectionsConfig = field(default_factory=DetectionsConfig)
 
 
 # ----------------------------------------------------------------------------- names for messages

@@ -7,8 +7,8 @@ every output with the header of the frame it was computed on (`CachedFrame.meta`
 """
 from __future__ import annotations
 
-import itertools
 import time
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import numpy as np
@@ -23,10 +23,13 @@ from mobilesam_ros.core.io.image_codec import ImageMessageError, compressed_msg_
 from mobilesam_ros.core.structures.prompts import PromptError
 from mobilesam_ros.msg import Instance3DArray, InstanceMaskArray, Prompt
 from mobilesam_ros.ros.depth3d import Depth3D
+from mobilesam_ros.ros.detection_conversions import check_detections_size, detections_to_prompts, serialized_count
 from mobilesam_ros.ros.messages import array_to_image_msg, instances_to_msg, label_image, overlay_image
-from mobilesam_ros.ros.prompt_conversions import check_prompt_size, click_to_prompts, prompt_msg_to_prompts
+from mobilesam_ros.ros.prompt_conversions import (PromptObjects, check_prompt_size, click_to_prompts,
+                                                  prompt_msg_to_prompts)
 from mobilesam_ros.ros.stamps import header_ns
 from mobilesam_ros.ros.topics import CameraTopics
+from mobilesam_ros.ros.vision_msgs_port import VisionMsgsPort
 from mobilesam_ros.ros.worker import Abandoned, LatestFrameWorker, WorkerStats
 
 if TYPE_CHECKING:  # torch loads with the engine: the node imports this before its CPU policy is set
@@ -34,6 +37,26 @@ if TYPE_CHECKING:  # torch loads with the engine: the node imports this before i
     from mobilesam_ros.core.engine.model import SegmentationModel
 
 CLICK_ID_BASE = 1 << 31  # click-started objects get ids from here up: clear of prompt ids in use
+# instances answering the `detections` input get ids from here up to CLICK_ID_BASE - 1 (then from
+# here again): apart from click ids, and from the small ids callers give their own Prompts
+DETECTION_ID_BASE = 1 << 30
+
+
+def _cycle(start: int, stop: int) -> Iterator[int]:
+    """start, start + 1, ..., stop - 1, then start again (no list kept, unlike itertools.cycle)."""
+    while True:
+        yield from range(start, stop)
+
+
+@dataclass
+class IdCounters:
+    """The ids one camera hands out: click-started objects from CLICK_ID_BASE up to 2^32 - 1,
+    detections from DETECTION_ID_BASE up to CLICK_ID_BASE - 1 (each range starts again at its
+    end: 2^30 detections, about 4 days of 100 detections at 30 Hz). The node keeps one per camera
+    for the process's life, so no id is given twice across cleanup / configure."""
+
+    clicks: Iterator[int] = field(default_factory=lambda: _cycle(CLICK_ID_BASE, 1 << 32))
+    detections: Iterator[int] = field(default_factory=lambda: _cycle(DETECTION_ID_BASE, CLICK_ID_BASE))
 
 
 class CameraPort:
@@ -42,7 +65,7 @@ class CameraPort:
 
     def __init__(self, node, topics: CameraTopics, model: SegmentationModel, settings: Settings,
                  cache_size: int, warn: Callable[[str, str], None], tracker=None,
-                 click_ids: Optional[Iterator[int]] = None) -> None:
+                 ids: Optional[IdCounters] = None) -> None:
         from mobilesam_ros.core.engine.camera_stream import CameraStream
         from mobilesam_ros.srv import RemoveObjects
 
@@ -51,9 +74,7 @@ class CameraPort:
         self.settings = settings
         self._worker: Optional[LatestFrameWorker] = None
         self._subs: list = []
-        # ids of click-started objects; the node keeps one counter per camera for the process's
-        # life, so no id is given twice across cleanup / configure
-        self._click_ids = itertools.count(CLICK_ID_BASE) if click_ids is None else click_ids
+        self._ids = IdCounters() if ids is None else ids
         out = topics.output
         self._pubs = {
             "instances": node.create_lifecycle_publisher(InstanceMaskArray, out("instances"), 10),
@@ -64,6 +85,7 @@ class CameraPort:
         self._srv = node.create_service(RemoveObjects, out("remove_objects"), self._on_remove)
         self.depth3d = Depth3D(node, self._warn, topics, settings)
         self._pubs.update(self.depth3d.publishers)
+        self.vision = VisionMsgsPort(node, topics, self.depth3d)  # off (logged once) without vision_msgs
 
     @property
     def key(self) -> str:
@@ -85,6 +107,7 @@ class CameraPort:
         if self.settings.node.mode in ("segany", "both"):
             self._subs += [node.create_subscription(Prompt, name("prompt"), self._on_prompt, 10),
                            node.create_subscription(PointStamped, name("clicked_point"), self._on_click, 10)]
+            self._subs += self.vision.subscribe(self._on_detections, self.settings.detections.reliable)
 
     def deactivate(self) -> None:
         for s in self._subs:
@@ -98,6 +121,7 @@ class CameraPort:
         for pub in self._pubs.values():
             self._node.destroy_lifecycle_publisher(pub)
         self._pubs = {}
+        self.vision.release()
         self._node.destroy_service(self._srv)
         self.stream.clear()
 
@@ -128,6 +152,22 @@ class CameraPort:
         if self._worker is not None:
             self._worker.submit_prompt(self.key, ("click", msg))
 
+    def _on_detections(self, raw: bytes) -> None:
+        """A serialized Detection2DArray: refused by its count (segany.max_objects) before it is
+        deserialized (a flood of huge arrays must not hold up this executor thread), then queued."""
+        if self._worker is None:
+            return
+        n, limit = serialized_count(raw), self.settings.segany.max_objects
+        if n is not None and n > limit:
+            self._worker.stats[self.key].prompts_in += 1  # counted like any refused prompt
+            self._warn("detections_PromptError", f"{self.topics.prefix}skipping detections: {n} detections, "
+                       f"over the limit of {limit} (segany.max_objects)")
+            return
+        from rclpy.serialization import deserialize_message
+        from vision_msgs.msg import Detection2DArray
+
+        self._worker.submit_prompt(self.key, ("detections", deserialize_message(raw, Detection2DArray)))
+
     def _on_remove(self, request, response):
         response.removed = self.stream.remove_followed(list(request.ids))
         return response
@@ -146,13 +186,20 @@ class CameraPort:
         try:
             if kind == "prompt":
                 check_prompt_size(msg, s.segany)  # before any lookup: the cheapest refusal first
+            elif kind == "detections":
+                check_detections_size(msg, s.segany)
             stamp = header_ns(msg.header)
             if kind == "click":  # RViz stamps clicks with the click time (or 0), not an image stamp
                 frame = self.stream.resolve(stamp or None, int(s.segany.stamp_tolerance_s * 1e9), latest_if_missing=True)
             else:
                 frame = self.stream.resolve(stamp, int(s.segany.stamp_tolerance_s * 1e9))
+            labels = None
             if kind == "click":
                 objects = click_to_prompts(msg, frame.original_size, self._click_id(), s.node.follow_clicks)
+            elif kind == "detections":
+                labels = detections_to_prompts(msg, frame.original_size, s.segany, s.detections,
+                                               self.stream.model.class_names)
+                objects = PromptObjects(labels.prompts, *self._detection_ids(labels.boxes))
             else:
                 objects = prompt_msg_to_prompts(msg, frame.original_size, s.segany)
         except (PromptError, FrameNotCachedError) as exc:
@@ -166,7 +213,12 @@ class CameraPort:
             self._warn(f"{kind}_abandoned", f"{self.topics.prefix}{kind} with {len(objects.prompts)} objects "
                        f"abandoned unanswered: {exc}")
             return
-        self._publish(res.instances, InstanceMaskArray.MODE_SEGANY, res.ids)
+        inst, names, det_ids = res.instances, None, None
+        if labels is not None:  # a detection's class and score stay on its instance
+            inst = replace(inst, class_ids=np.asarray(labels.class_ids, np.int32).reshape(-1),
+                           det_scores=np.asarray(labels.scores, np.float32).reshape(-1))
+            names, det_ids = labels.class_names, labels.detection_ids
+        self._publish(inst, InstanceMaskArray.MODE_SEGANY, res.ids, None, names, det_ids)
         if res.refused:
             self._warn("follow_refused", f"{self.topics.prefix}not following ids {res.refused}: "
                        f"follow.max_objects = {s.follow.max_objects} reached, or an empty mask")
@@ -176,14 +228,32 @@ class CameraPort:
         under); otherwise id 1."""
         if not self.settings.node.follow_clicks:
             return 1
-        return next(self._click_ids)
+        return next(self._ids.clicks)
 
-    def _publish(self, inst, mode: str, ids, tracks=None) -> None:
-        """Instances with their frame's own header and the overlay on their frame's own image."""
+    def _detection_ids(self, boxes: np.ndarray) -> tuple[list, list]:
+        """(ids, follow) of a detections array's objects: with detections.follow, a detection
+        overlapping a followed object's box (IoU >= detections.follow_iou) takes its id (an update);
+        every other one a new id from DETECTION_ID_BASE up."""
+        cfg = self.settings.detections
+        matched = self.stream.match_followed(boxes, cfg.follow_iou) if cfg.follow else [None] * len(boxes)
+        ids = []
+        for m in matched:
+            ids.append(int(next(self._ids.detections) if m is None else m))
+        return ids, [cfg.follow] * len(ids)
+
+    def _class_names(self, inst) -> list:
+        names = self.stream.model.class_names
+        return [names.name(int(c)) for c in inst.class_ids]
+
+    def _publish(self, inst, mode: str, ids, tracks=None, names=None, detection_ids=None) -> None:
+        """Instances with their frame's own header and the overlay on their frame's own image.
+        names: class names (default: the class table's name of each class id)."""
         if not self._pubs:
             return
         header, rgb = inst.frame.meta, inst.frame.image
-        self._pubs["instances"].publish(instances_to_msg(inst, header, mode, ids, tracks))
+        msg = instances_to_msg(inst, header, mode, ids, tracks,
+                               self._class_names(inst) if names is None else names, detection_ids)
+        self._pubs["instances"].publish(msg)
         labels = label_image(inst)
         self._pubs["label"].publish(array_to_image_msg(labels, "mono16", header))
         if self._pubs["overlay"].get_subscription_count() > 0 and rgb is not None:
@@ -191,7 +261,8 @@ class CameraPort:
             self._pubs["overlay"].publish(array_to_image_msg(over, "rgb8", header))
         source = (Instance3DArray.SOURCE_SEGEVERY if mode == InstanceMaskArray.MODE_SEGEVERY
                   else Instance3DArray.SOURCE_SEGANY)
-        self.depth3d.publish(inst, header, ids, source)
+        hyps = self.vision.publish(msg, source)
+        self.depth3d.publish(inst, header, ids, source, hyps)
 
     def _publish_followed(self, res: FrameResult) -> None:
         f = res.followed
@@ -211,11 +282,13 @@ class CameraPort:
         if self._pubs:
             ids = [int(i) for i in f.tracks.ids]
             header = res.frame.meta
-            self._pubs["followed"].publish(instances_to_msg(f.instances, header, InstanceMaskArray.MODE_SEGANY,
-                                                            ids, f.tracks))
+            msg = instances_to_msg(f.instances, header, InstanceMaskArray.MODE_SEGANY, ids, f.tracks,
+                                   self._class_names(f.instances))
+            self._pubs["followed"].publish(msg)
+            hyps = self.vision.publish(msg, Instance3DArray.SOURCE_FOLLOWED)
             found = np.flatnonzero(f.tracks.states == TRACK_CONFIRMED)  # lost ones have no mask: no 3D
             self.depth3d.publish(f.instances.select(found), header, [ids[k] for k in found],
-                                 Instance3DArray.SOURCE_FOLLOWED)
+                                 Instance3DArray.SOURCE_FOLLOWED, hyps)
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostic_status(self, stats: WorkerStats, busy: tuple[str, float], hardware_id: str) -> list:
@@ -238,4 +311,4 @@ class CameraPort:
         return [status] + self.depth3d.diagnostic_status()
 
 
-__all__ = ["CameraPort", "CLICK_ID_BASE"]
+__all__ = ["CameraPort", "CLICK_ID_BASE", "DETECTION_ID_BASE", "IdCounters"]

@@ -70,6 +70,7 @@ class _Job:
     source: str
     stamp_ns: int
     deadline: float         # time.monotonic() after which the wait for depth is over
+    extra: object = None    # handed to on_3d with the 3D message (the vision_msgs hypotheses)
 
     def detach(self) -> "_Job":
         """Before waiting: own copies of the mask crops, so that a waiting job keeps neither the
@@ -101,6 +102,7 @@ class Depth3D:
         self.last_problem = ""
         self._failing = False              # the last segmented frame got no 3D
         self.publishers: dict = {}
+        self.on_3d: Optional[Callable] = None  # on_3d(Instance3DArray, extra) after each 3D result
         if self.enabled:
             out = topics.output
             self.publishers = {
@@ -185,7 +187,7 @@ class Depth3D:
                       "no_depth")
 
     # ------------------------------------------------------------------ output (worker thread)
-    def publish(self, inst, header, ids, source: str = Instance3DArray.SOURCE_SEGEVERY) -> None:
+    def publish(self, inst, header, ids, source: str = Instance3DArray.SOURCE_SEGEVERY, extra=None) -> None:
         """3D outputs of one published result (instances `inst`, 2D ids `ids`, colour `header`,
         `source` = Instance3DArray.SOURCE_*): now if its depth is buffered, else when it arrives
         (within depth.max_wait_s); never waits here."""
@@ -194,7 +196,7 @@ class Depth3D:
         stamp = header_ns(header)
         wait = float(self.settings.depth.max_wait_s)
         job = _Job(inst.crops(), inst.image_hw, header, [int(i) for i in ids], source, stamp,
-                   time.monotonic() + wait)
+                   time.monotonic() + wait, extra)
         tol = self._tolerance_ns()
         with self._lock:
             try:
@@ -239,8 +241,10 @@ class Depth3D:
                        f"wrong units): left out of ~/instances_3d")
         header = job.header
         now = {ids[i] for i in range(len(ids)) if res.valid[i]}
-        self.publishers["instances_3d"].publish(
-            instances3d_to_msg(res, ids, header, depth_msg.header.stamp, source))
+        msg3d = instances3d_to_msg(res, ids, header, depth_msg.header.stamp, source)
+        self.publishers["instances_3d"].publish(msg3d)
+        if self.on_3d is not None:  # the same result as vision_msgs (ros/vision_msgs_port.py)
+            self.on_3d(msg3d, job.extra)
         if want_points:
             self.publishers["points"].publish(points_to_cloud(res, ids, header))
         self.publishers["markers"].publish(markers(res, ids, header, self._shown.get(source, set()) - now,

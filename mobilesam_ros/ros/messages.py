@@ -31,10 +31,12 @@ def label_image(inst: Instances) -> np.ndarray:
 
 
 def instances_to_msg(inst: Instances, header, mode: str, ids: Optional[Sequence[int]] = None,
-                     tracks: Optional[TrackAssignment] = None) -> InstanceMaskArray:
+                     tracks: Optional[TrackAssignment] = None, class_names: Optional[Sequence[str]] = None,
+                     detection_ids: Optional[Sequence[str]] = None) -> InstanceMaskArray:
     """Instances -> InstanceMaskArray; ids default to 1..N (SegEvery), SegAny passes prompt ids.
     tracks: SegEvery tracks of the instances (fills track_state, track_hits, first_seen,
-    track_age; ids should then be tracks.ids); None leaves them TRACK_NONE / 0."""
+    track_age; ids should then be tracks.ids); None leaves them TRACK_NONE / 0.
+    class_names, detection_ids: per instance (InstanceMask.class_name / detection_id); None = ""."""
     ids = list(range(1, len(inst) + 1)) if ids is None else [int(i) for i in ids]
     h, w = inst.image_hw
     out = InstanceMaskArray(header=header, image_width=int(w), image_height=int(h), mode=mode)
@@ -48,7 +50,9 @@ def instances_to_msg(inst: Instances, header, mode: str, ids: Optional[Sequence[
             detection_score=0.0 if np.isnan(det) else det,
             bbox=RegionOfInterest(x_offset=x0, y_offset=y0, height=int(crop.shape[0]),
                                   width=int(crop.shape[1]), do_rectify=False),
-            mask=array_to_image_msg(crop8.reshape(crop.shape), "mono8", header)))
+            mask=array_to_image_msg(crop8.reshape(crop.shape), "mono8", header),
+            class_name=class_names[i] if class_names is not None else "",
+            detection_id=detection_ids[i] if detection_ids is not None else ""))
     if tracks is not None:
         for m, state, hits, first, age in zip(out.instances, tracks.states, tracks.hits,
                                               tracks.first_seen_ns, tracks.age_s):

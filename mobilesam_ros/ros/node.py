@@ -4,7 +4,8 @@ CameraStream per camera.
 configure: read the parameters into one Settings snapshot (a bad value fails the transition with
 the parameter, the value and what is allowed), load the model once (a bad checkpoint fails the
 transition with the reason), make one CameraPort per camera (publishers, service). activate:
-subscribe and start the worker (`workers` threads) that serves every camera fairly. deactivate: stop both, keep
+subscribe and start the worker (`workers` threads) that serves every camera fairly. deactivate:
+stop both, keep
 the model. cleanup / shutdown: free it.
 
 Cameras (parameter `cameras`): unset or empty, one camera on the topics below; with
@@ -17,12 +18,13 @@ Topics of a camera (relative names: remap them):
   out  ~/instances (mobilesam_ros/InstanceMaskArray), ~/label_image (mono16), ~/overlay (rgb8,
        only rendered while someone subscribes), ~/followed; service ~/remove_objects
   3D   depth + camera_info in -> ~/instances_3d, ~/points, ~/markers out: see ros/depth3d.py
+  vision_msgs  detections in, ~/detections[/segany|/followed] and ~/detections_3d[...] out: see
+       ros/vision_msgs_port.py (off, logged once, without vision_msgs)
   and /diagnostics (diagnostic_msgs/DiagnosticArray, 1 Hz): one status per camera
 """
 from __future__ import annotations
 
 import gc
-import itertools
 import logging
 import os
 import sys
@@ -38,7 +40,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from mobilesam_ros.core.config import CpuPolicy
 from mobilesam_ros.ros import params as P
-from mobilesam_ros.ros.camera_port import CLICK_ID_BASE, CameraPort
+from mobilesam_ros.ros.camera_port import CameraPort, IdCounters
 from mobilesam_ros.ros.topics import CameraTopics
 from mobilesam_ros.ros.worker import Abandoned, LatestFrameWorker
 
@@ -61,7 +63,7 @@ class MobileSamNode(LifecycleNode):
         self._ports: dict[str, CameraPort] = {}
         # per camera, for the process's life: a track id or a click id is never given twice
         self._trackers: dict = {}
-        self._click_ids: dict = {}
+        self._ids: dict = {}
         self._worker: Optional[LatestFrameWorker] = None
         self._warned: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
@@ -108,7 +110,7 @@ class MobileSamNode(LifecycleNode):
 
         self._ports = {n: CameraPort(self, CameraTopics(n), self._model, settings, pipeline.cache_size, self._warn,
                                      self._trackers.setdefault(n, Tracker(settings.tracker)),
-                                     self._click_ids.setdefault(n, itertools.count(CLICK_ID_BASE)))
+                                     self._ids.setdefault(n, IdCounters()))
                        for n in names}
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         return TransitionCallbackReturn.SUCCESS

@@ -17,8 +17,8 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.parameter import Parameter
 
-from mobilesam_ros.core.config import (MODES, BACKENDS, OMP_WAIT_POLICIES, PRECISION_CHOICES, CpuPolicy,
-                                       DepthConfig, DetectorConfig, Extract3DConfig, FilterConfig,
+from mobilesam_ros.core.config import (DETECTION_PROMPTS, MODES, BACKENDS, OMP_WAIT_POLICIES, PRECISION_CHOICES,
+                                       CpuPolicy, DepthConfig, DetectionsConfig, DetectorConfig, Extract3DConfig, FilterConfig,
                                        FollowConfig, ImageConfig, ModelConfig, NodeConfig, OverlayConfig,
                                        PipelineConfig, SegAnyConfig, SegEveryConfig, Settings, TrackerConfig,
                                        name_settings)
@@ -275,6 +275,28 @@ PARAMS += (
           "an RViz click (clicked_point) also starts following its object, "
           "under an id from 2147483648 up (the id its answer carries)"),
 )
+# vision_msgs (ros/vision_msgs_port.py, ros/detection_conversions.py) and class names; every
+# camera uses the same values
+PARAMS += (
+    Param("detections.prompt", DetectionsConfig, "prompt",
+          "how a detection of the `detections` input (vision_msgs/Detection2DArray) prompts SAM: box "
+          "= its box; point = its box centre as one positive point, the best of SAM's 3 candidate "
+          "masks by predicted IoU", choices=DETECTION_PROMPTS),
+    Param("detections.follow", DetectionsConfig, "follow",
+          "follow every detection of the `detections` input (click-to-track, on ~/followed, "
+          "follow.max_objects applies); a detection whose box overlaps a followed object's box by "
+          "IoU >= detections.follow_iou updates that object instead of adding one"),
+    Param("detections.follow_iou", DetectionsConfig, "follow_iou",
+          "least box IoU between a detection and a followed object's last box for the detection to "
+          "update that object (detections.follow)", range=(0.01, 1.0)),
+    Param("detections.reliable", DetectionsConfig, "reliable",
+          "subscribe to `detections` with a reliable QoS (each array matters, and they are small); "
+          "false: best effort", read_only=True),
+    Param("detector.class_names", DetectorConfig, "class_names",
+          "text file of the detector's class names, one per line (line k = class k); empty: the "
+          "names in the detector ONNX's metadata (Ultralytics exports carry them), if any",
+          read_only=True),
+)
 _BY_NAME = {p.name: p for p in PARAMS}
 # the core's messages name a setting the way the node's users set it (core/config.setting_name)
 name_settings({(p.owner, p.field): p.name for p in PARAMS})
@@ -302,6 +324,15 @@ CAMERAS = Param("cameras", NodeConfig, "cameras",
                 "camera <name> reads <name>/image, <name>/prompt, ... and publishes ~/<name>/instances, "
                 "...; unset or empty: one camera on image, prompt, ... and ~/instances, ...",
                 read_only=True)
+
+
+# Like `cameras`, a string list declared without a value (unset or [] = all classes).
+DETECTOR_CLASSES = Param("detector.classes", DetectorConfig, "classes",
+                         "SegEvery keeps only the detector boxes of these classes, before decoding "
+                         "(saves decoder time): class names, or ids written as numbers (\"0\"); names "
+                         "the detector does not know select nothing (one warning); unset or [] = all "
+                         "classes. At run time `ros2 param set` cannot send an empty list: [''] = all")
+LIST_PARAMS = (CAMERAS, DETECTOR_CLASSES)
 
 
 def problem(p: Param, value: Any) -> Optional[str]:
@@ -341,21 +372,21 @@ def declare_all(node) -> list[str]:
         why = problem(p, value)
         if why:
             errors.append(why)
-    return errors + _declare_cameras(node)
+    return errors + [e for p in LIST_PARAMS for e in _declare_list(node, p)]
 
 
-def _declare_cameras(node) -> list[str]:
-    """Declare `cameras` (a string array without a value: see CAMERAS); a value of another type
+def _declare_list(node, p: Param) -> list[str]:
+    """Declare `p` as a string array without a value (see CAMERAS); a value of another type
     (`cameras:=front` instead of `[front]`) is reported like any bad start-up value."""
     from rclpy.exceptions import InvalidParameterTypeException
 
     try:
-        node.declare_parameter(CAMERAS.name, Parameter.Type.STRING_ARRAY, descriptor(CAMERAS))
+        node.declare_parameter(p.name, Parameter.Type.STRING_ARRAY, descriptor(p))
     except InvalidParameterTypeException:
-        override = getattr(node, "_parameter_overrides", {}).get(CAMERAS.name)
+        override = getattr(node, "_parameter_overrides", {}).get(p.name)
         value = override.value if override is not None else None
-        node.declare_parameter(CAMERAS.name, Parameter.Type.STRING_ARRAY, descriptor(CAMERAS), ignore_override=True)
-        return [f"parameter cameras: {value!r} is not a list of names (e.g. cameras:=\"[front, rear]\")"]
+        node.declare_parameter(p.name, Parameter.Type.STRING_ARRAY, descriptor(p), ignore_override=True)
+        return [f"parameter {p.name}: {value!r} is not a list of names (e.g. {p.name}:=\"[a, b]\")"]
     return []
 
 
@@ -371,8 +402,9 @@ def check_choices(params) -> SetParametersResult:
 
 
 def read_all(node) -> dict[str, Any]:
-    """Current values of every declared parameter of PARAMS, by name."""
-    return {p.name: node.get_parameter(p.name).value for p in PARAMS}
+    """Current values of every declared parameter of PARAMS, by name (and detector.classes)."""
+    return {**{p.name: node.get_parameter(p.name).value for p in PARAMS},
+            DETECTOR_CLASSES.name: _string_list(node, DETECTOR_CLASSES)}
 
 
 def autostart(node) -> bool:
@@ -382,11 +414,16 @@ def autostart(node) -> bool:
 
 def camera_names(node) -> tuple[str, ...]:
     """The `cameras` parameter: () when unset or empty (one camera, unprefixed topics)."""
+    return _string_list(node, CAMERAS)
+
+
+def _string_list(node, p: Param) -> tuple[str, ...]:
+    """A list parameter of LIST_PARAMS: () when unset or empty; blank entries dropped ([''] = [])."""
     try:
-        value = node.get_parameter(CAMERAS.name).value
+        value = node.get_parameter(p.name).value
     except ParameterUninitializedException:
         return ()
-    return tuple(value or ())
+    return tuple(v for v in (value or ()) if v.strip())
 
 
 def settings(values: Mapping[str, Any], cameras: tuple = ()) -> Settings:
@@ -394,10 +431,12 @@ def settings(values: Mapping[str, Any], cameras: tuple = ()) -> Settings:
     (read_all). Raises core.errors.ConfigError for values a config refuses."""
     return Settings(node=build(NodeConfig, values, cameras=tuple(cameras)),
                     segevery=build(SegEveryConfig, values), segany=build(SegAnyConfig, values),
-                    filters=build(FilterConfig, values), detector=build(DetectorConfig, values),
+                    filters=build(FilterConfig, values),
+                    detector=build(DetectorConfig, values, classes=tuple(values.get(DETECTOR_CLASSES.name, ()))),
                     tracker=build(TrackerConfig, values), follow=build(FollowConfig, values),
                     image=build(ImageConfig, values), overlay=build(OverlayConfig, values),
-                    depth=build(DepthConfig, values), extract3d=build(Extract3DConfig, values))
+                    depth=build(DepthConfig, values), extract3d=build(Extract3DConfig, values),
+                    detections=build(DetectionsConfig, values))
 
 
 def read_settings(node) -> Settings:

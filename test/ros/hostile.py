@@ -175,3 +175,34 @@ CLASSES = {f.__name__: f for f in (
     random_encoding, huge_step, truncated, step_below_row, huge_dims, compressed_bomb, compressed_garbage,
     extreme_aspect, too_many_objects, too_many_points, bad_point, bad_labels, bad_box, bad_mask_input,
     large_ids, stale_stamp, bad_click)}
+
+
+def detections(rng, sec, n: int, image_wh=(640, 480)):
+    """A vision_msgs/Detection2DArray (topic `detections`) of n detections stamped `sec`: most boxes
+    valid, the rest NaN / inf, negative sizes, huge boxes or boxes far outside the image, with
+    random class strings and ids. Arrays over segany.max_objects are refused whole; with one bad box
+    the whole array is (one throttled warning either way)."""
+    from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesis,
+                                 ObjectHypothesisWithPose, Point2D, Pose2D)
+
+    w, h = image_wh
+    out = Detection2DArray(header=header(sec))
+    kinds = rng.integers(0, 10, n)
+    for k in range(n):
+        cx, cy = float(rng.uniform(0, w)), float(rng.uniform(0, h))
+        sx, sy = float(rng.uniform(2, w / 2)), float(rng.uniform(2, h / 2))
+        kind = int(kinds[k])
+        if kind == 6:
+            cx, sx = float("nan"), float("inf")
+        elif kind == 7:
+            sx, sy = -sx, -sy
+        elif kind == 8:
+            sx, sy = 1e30, 1e30
+        elif kind == 9:
+            cx, cy = -1e9, 1e9
+        hyp = ObjectHypothesis(class_id=str(rng.choice(["person", "0", "??", "", "99999999999"])),
+                               score=float(rng.choice([0.5, float("nan"), -1.0])))
+        out.detections.append(Detection2D(
+            header=out.header, results=[ObjectHypothesisWithPose(hypothesis=hyp)],
+            bbox=BoundingBox2D(center=Pose2D(position=Point2D(x=cx, y=cy)), size_x=sx, size_y=sy), id=str(k)))
+    return "detections", out

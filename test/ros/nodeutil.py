@@ -92,3 +92,41 @@ def publish_all_until(pairs, pred, proc, timeout: float = 120.0, period: float =
         if wait_for(pred, min(period, max(0.0, end - time.monotonic()))):
             return
     raise AssertionError(f"no answer within {timeout} s:\n{read_log(proc)}")
+
+
+def set_parameters(probe, node_name: str, **values) -> None:
+    """Set parameters of the node `node_name` through its set_parameters service (names with dots
+    as keyword arguments: set_parameters(probe, "mobilesam", **{"a.b": 1})); each must succeed."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    from conftest import wait_for
+
+    client = probe.create_client(SetParameters, f"/{node_name}/set_parameters")
+    assert client.wait_for_service(timeout_sec=30), "set_parameters not available"
+    fut = client.call_async(SetParameters.Request(
+        parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]))
+    assert wait_for(fut.done, 30), "set_parameters timed out"
+    assert all(r.successful for r in fut.result().results), [r.reason for r in fut.result().results]
+    probe.destroy_client(client)
+
+
+def detection_array(sec: int, boxes, labels, ids, scores=None, nanosec: int = 0):
+    """A vision_msgs/Detection2DArray stamped (sec, nanosec): one Detection2D per xyxy box (as
+    centre and size), one hypothesis each (class_id = labels[k], score = scores[k] or 1.0) and
+    id = ids[k]."""
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+    from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesis,
+                                 ObjectHypothesisWithPose, Point2D, Pose2D)
+
+    header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id="camera_optical_frame")
+    out = Detection2DArray(header=header)
+    for k, box in enumerate(boxes):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        centre = Pose2D(position=Point2D(x=(x1 + x2) / 2, y=(y1 + y2) / 2))
+        hyp = ObjectHypothesis(class_id=str(labels[k]), score=float(1.0 if scores is None else scores[k]))
+        out.detections.append(Detection2D(header=header, bbox=BoundingBox2D(center=centre, size_x=x2 - x1,
+                                                                             size_y=y2 - y1),
+                                          results=[ObjectHypothesisWithPose(hypothesis=hyp)], id=str(ids[k])))
+    return out

@@ -37,7 +37,8 @@ def test_cameras_set_three_ways(ros_process, ros_probe, tmp_path):
     two = ros_process(node_argv("two", **{"model.backend": "torch", "cameras": "[front, rear]"}), name="two")
     seen = wait_topics(ros_probe, two, {"/two/front/instances", "/two/rear/instances"})
     seen = wait_topics(ros_probe, one, {"/one/instances"}) | seen
-    per_camera = ("instances", "label_image", "overlay", "followed")
+    per_camera = ("instances", "label_image", "overlay", "followed",
+                  "detections", "detections/segany", "detections/followed")  # vision_msgs (stand-in in tests)
     assert {f"/two/{c}/{t}" for c in ("front", "rear") for t in per_camera} <= seen
     assert not any(t.startswith("/one/front") or t == "/two/instances" for t in seen)
     # the inputs are relative and per camera: front/image, rear/image (remappable)

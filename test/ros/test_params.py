@@ -10,7 +10,7 @@ from conftest import ROOT
 
 import launch_runner
 from mobilesam_ros.core.config import NodeConfig, Settings
-from mobilesam_ros.ros.params import CAMERAS, PARAMS, field_default
+from mobilesam_ros.ros.params import CAMERAS, LIST_PARAMS, PARAMS, field_default
 
 DEFAULTS = {p.name: p.default for p in PARAMS}
 
@@ -30,6 +30,7 @@ def test_yaml_lists_every_parameter_with_the_declared_default():
         values = _flatten(yaml.safe_load(f)["/**"]["ros__parameters"])
     # `cameras` is declared apart (ROS cannot type its empty default): [] in the YAML leaves it unset
     assert values.pop("cameras") == list(field_default(NodeConfig, "cameras")) == []
+    assert values.pop("detector.classes") == []  # declared apart too (string lists, see LIST_PARAMS)
     assert set(values) == set(DEFAULTS)
     # autostart is the one deliberate difference: the launch configuration starts itself
     assert {k: v for k, v in values.items() if v != DEFAULTS[k]} == {"autostart": True}
@@ -79,7 +80,7 @@ def _config_dataclasses():
 
 
 def test_every_parameter_is_one_core_config_field():
-    owned = [(p.owner, p.field) for p in PARAMS + (CAMERAS,)]
+    owned = [(p.owner, p.field) for p in PARAMS + LIST_PARAMS]
     assert len(set(owned)) == len(owned), "two parameters set the same field"
     classes = _config_dataclasses()
     for owner, field in owned:
@@ -101,7 +102,8 @@ def test_the_node_declares_each_owner_fields_default(ros_env):
     node = MobileSamNode("params_test", context=ctx)
     try:
         declared = {name: node.get_parameter(name).value for name in node._parameters
-                    if name not in ("use_sim_time", "start_type_description_service", "cameras")}  # rclpy's own
+                    if name not in ("use_sim_time", "start_type_description_service")  # rclpy's own
+                    and name not in {p.name for p in LIST_PARAMS}}
         cameras = node.get_parameter_or("cameras")  # declared without a value: ROS cannot type []
         descriptors = {name: node.describe_parameter(name) for name in declared}
     finally:
@@ -118,6 +120,7 @@ def test_the_node_declares_each_owner_fields_default(ros_env):
     # structural parameters cannot change under a running node
     assert descriptors["mode"].read_only
     assert "cameras" in node._parameters and cameras.value is None
+    assert "detector.classes" in node._parameters
 
 
 def test_core_configs_from_parameter_values():

@@ -21,19 +21,24 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from mobilesam_ros.core.config import Settings
+import logging
+
+from mobilesam_ros.core.config import DetectorConfig, Settings, setting_name
 from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError
 from mobilesam_ros.core.engine.follow import FollowResult, FollowSet, follow_step
 from mobilesam_ros.core.engine.model import SegmentationModel
 from mobilesam_ros.core.engine.segany import decode_prompts
 from mobilesam_ros.core.engine.segevery import decode_boxes
-from mobilesam_ros.core.engine.tracking import TRACK_COASTING, TRACK_CONFIRMED, TrackAssignment, Tracker
+from mobilesam_ros.core.engine.tracking import (TRACK_COASTING, TRACK_CONFIRMED, TrackAssignment, Tracker,
+                                               box_iou_matrix)
 from mobilesam_ros.core.ops.filters import filter_instances
 from mobilesam_ros.core.structures.frame import CachedFrame
 from mobilesam_ros.core.structures.instances import Instances
+from mobilesam_ros.core.structures.detections import Detections
 from mobilesam_ros.core.structures.prompts import ObjectPrompt
 
 __all__ = ["CameraStream", "FrameResult", "Followed", "PromptResult"]
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ class CameraStream:
         self._frames_seen = 0
         self._last_admitted = -float("inf")
         self._amg = None
+        self._filter_key: tuple = ()          # the DetectorConfig.classes value _filter_ids was made from
+        self._filter_ids: frozenset = frozenset()
 
     # ------------------------------------------------------------------ settings and input gate
     def update(self, settings: Settings) -> None:
@@ -136,12 +143,28 @@ class CameraStream:
     def _segment_every(self, frame: CachedFrame) -> Instances:
         det = self.model.detect(frame.image, self.settings.detector.conf, self.settings.detector.iou)
         if det is not None:
+            det = self._keep_classes(det)  # before decoding: a filtered box costs no decoder time
             return decode_boxes(self.predictor, det.boxes, frame, det.class_ids, det.scores)
         if self._amg is None:
             from mobilesam_ros.core.engine.amg import AutomaticMaskGenerator
 
             self._amg = AutomaticMaskGenerator(self.predictor, points_per_side=self.model.grid_points_per_side)
         return self._amg.generate(frame.image, frame.stamp_ns, frame=frame).instances
+
+    def _keep_classes(self, det: Detections) -> Detections:
+        """The boxes of the classes DetectorConfig.classes names (all when it is empty). Labels
+        naming no class of the model's table select nothing: one warning per new filter value."""
+        classes = self.settings.detector.classes
+        if not classes:
+            return det
+        if classes != self._filter_key:
+            self._filter_ids, unknown = self.model.class_names.ids_of(classes)
+            self._filter_key = classes
+            if unknown:
+                _log.warning(f"{self.name + ' ' if self.name else ''}{setting_name(DetectorConfig, 'classes')}: "
+                             f"{unknown} name no class of the detector ({len(self.model.class_names)} "
+                             f"names known); they select nothing")
+        return det.select(np.isin(det.class_ids, list(self._filter_ids)))
 
     def _track(self, inst: Instances) -> Optional[TrackAssignment]:
         s = self.settings
@@ -202,6 +225,26 @@ class CameraStream:
         """Stop following `ids`; returns those that were followed."""
         with self._lock:
             return self._follow.remove(ids)
+
+    def match_followed(self, boxes: np.ndarray, min_iou: float) -> list:
+        """For each (N, 4) xyxy box (px, x2/y2 one past the last pixel, as the followed objects'
+        boxes), the id of the followed object whose last good box
+        overlaps it most with box IoU >= min_iou, else None; each followed object matches at most
+        one box (the best-overlapping first), so two detections never update one object."""
+        with self._lock:
+            objs = [self._follow.get(i) for i in self._follow.ids]
+        out: list = [None] * len(boxes)
+        if not objs or not len(boxes):
+            return out
+        past = np.array([0, 0, 1, 1], np.float32)  # box_iou_matrix counts x2/y2 in: one past -> last
+        iou = box_iou_matrix(np.asarray(boxes, np.float32) - past, np.stack([o.box for o in objs]) - past)
+        for flat in np.argsort(-iou, axis=None, kind="stable"):
+            k, j = divmod(int(flat), len(objs))
+            if iou[k, j] < min_iou:
+                break
+            if out[k] is None and objs[j].id not in out:
+                out[k] = objs[j].id
+        return out
 
     @property
     def followed_ids(self) -> list:

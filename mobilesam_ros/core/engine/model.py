@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from mobilesam_ros.core.config import PipelineConfig
+from mobilesam_ros.core.engine.class_names import ClassNames
 from mobilesam_ros.core.engine.predictor import SamPredictor
 from mobilesam_ros.core.runtime.base import Backend
 from mobilesam_ros.core.runtime.factory import build_backend
@@ -28,10 +29,13 @@ class SegmentationModel:
     (None: SAM's point grid of grid_points_per_side^2 points)."""
 
     def __init__(self, backend: Backend, detector=None,
-                 grid_points_per_side: int = PipelineConfig.grid_points_per_side) -> None:
+                 grid_points_per_side: int = PipelineConfig.grid_points_per_side,
+                 class_names: Optional[ClassNames] = None) -> None:
         self.backend = backend
         self.detector = detector
         self.grid_points_per_side = grid_points_per_side
+        # the detector's class names (its ONNX metadata, or DetectorConfig.class_names' file)
+        self.class_names = class_names if class_names is not None else ClassNames(getattr(detector, "names", {}))
 
     def describe(self) -> str:
         boxes = "grid %dx%d" % ((self.grid_points_per_side,) * 2) if self.detector is None else "detector"
@@ -67,4 +71,9 @@ def load_model(cfg: PipelineConfig) -> SegmentationModel:
         detector = YoloV8OnnxDetector(d.model, conf=d.conf, iou=d.iou, max_det=d.max_det,
                                       providers=detector_providers(m.providers, m.device, m.tf32),
                                       border_snap_px=d.border_snap_px, cpu=m.cpu)
-    return SegmentationModel(backend, detector, cfg.grid_points_per_side)
+    names = None
+    if cfg.detector.class_names:
+        from mobilesam_ros.core.engine.class_names import load_class_names
+
+        names = ClassNames(load_class_names(cfg.detector.class_names))
+    return SegmentationModel(backend, detector, cfg.grid_points_per_side, names)
