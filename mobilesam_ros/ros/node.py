@@ -5,8 +5,7 @@ configure: read the parameters into one Settings snapshot (a bad value fails the
 the parameter, the value and what is allowed), load the model once (a bad checkpoint fails the
 transition with the reason), make one CameraPort per camera (publishers, service). activate:
 subscribe and start the worker (`workers` threads) that serves every camera fairly. deactivate:
-stop both, keep
-the model. cleanup / shutdown: free it.
+stop both, keep the model. cleanup / shutdown: free it.
 
 Cameras (parameter `cameras`): unset or empty, one camera on the topics below; with
 `cameras:=[front, rear]` every topic and service is per camera, `front/image` in and
