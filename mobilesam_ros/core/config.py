@@ -72,6 +72,9 @@ class ModelConfig:
     leave the fp32 golden tolerances; for speed on a GPU choose precision fp16 instead (checked
     against the goldens). No effect on CPU or on the 16-bit precisions.
     cpu: threading of the ONNX Runtime sessions (the process-wide part is the entry point's job).
+    sessions: ONNX Runtime sessions per graph (encoder, decoder, detector) for concurrent calls,
+    made only when calls overlap (runtime/session_pool.py); the node sets it to the worker threads
+    it runs (NodeConfig.workers, at most one per camera). Not a parameter of its own.
     """
 
     checkpoint: str = ""
@@ -85,6 +88,7 @@ class ModelConfig:
     tf32: bool = False
     onnx_cache_dir: str = ""
     cpu: CpuPolicy = field(default_factory=CpuPolicy)
+    sessions: int = 1
 
 
 @dataclass(frozen=True)

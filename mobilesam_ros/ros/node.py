@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from dataclasses import replace
 import os
 import sys
 import threading
@@ -95,6 +96,9 @@ class MobileSamNode(LifecycleNode):
             from mobilesam_ros.core.engine.model import load_model
 
             pipeline = P.pipeline_config(values)
+            # one ONNX Runtime session per worker thread that can run at once (one per camera at most)
+            threads = min(settings.node.workers, len(settings.node.cameras or ("",)))
+            pipeline = replace(pipeline, model=replace(pipeline.model, sessions=threads))
             self._model = load_model(pipeline)
         except Exception as exc:  # noqa: BLE001  any load failure must fail the transition, with why
             hint = "" if values["model.checkpoint"] else " (parameter model.checkpoint is empty)"

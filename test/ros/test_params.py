@@ -62,6 +62,7 @@ def test_limits_are_declared_with_ranges_and_documented():
 # Fields of core/config.py that are not node parameters, and why.
 NOT_PARAMETERS = {
     ("ModelConfig", "cpu"),                 # nested: the cpu.* parameters (CpuPolicy)
+    ("ModelConfig", "sessions"),            # set by the node from `workers` and the cameras
     ("PipelineConfig", "model"),            # nested: the model.* parameters
     ("PipelineConfig", "detector"),         # nested: the detector.* parameters
     ("DetectorConfig", "border_snap_px"),   # MobileSAMv2's rule, always on in the node

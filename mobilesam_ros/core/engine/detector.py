@@ -148,8 +148,10 @@ class YoloV8OnnxDetector:
                  max_det: int = DetectorConfig.max_det, providers: Sequence[str] | None = None,
                  class_agnostic: bool = True, border_snap_px: float = DetectorConfig.border_snap_px,
                  auto_letterbox_stride: int | None = None,
-                 cpu: "CpuPolicy | None" = None) -> None:
+                 cpu: "CpuPolicy | None" = None, sessions: int = 1) -> None:
         import onnxruntime as ort  # heavy import kept out of module import time
+
+        from mobilesam_ros.core.runtime.session_pool import SessionPool
 
         if not 0.0 <= conf <= 1.0:
             raise ValueError(f"conf must be in [0, 1], got {conf}")
@@ -170,11 +172,16 @@ class YoloV8OnnxDetector:
         providers = [p for p in (providers or ["CPUExecutionProvider"])
                      if (p if isinstance(p, str) else p[0]) != "TensorrtExecutionProvider"]
         self.providers = providers or ["CPUExecutionProvider"]
-        try:
-            self._session = ort.InferenceSession(path, sess_options=opts, providers=self.providers)
-        except Exception as e:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
-            raise ValueError(f"could not load detector ONNX model {path}: "
-                             f"{type(e).__name__}: {e}") from e
+        def make():
+            try:
+                return ort.InferenceSession(path, sess_options=opts, providers=self.providers)
+            except Exception as e:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+                raise ValueError(f"could not load detector ONNX model {path}: "
+                                 f"{type(e).__name__}: {e}") from e
+
+        # one session per concurrent caller (threads sharing one run no faster: runtime/session_pool.py)
+        self._sessions = SessionPool(make, sessions)
+        self._session = self._sessions.first
         self.model_path = path
 
         inputs = self._session.get_inputs()
@@ -252,7 +259,8 @@ class YoloV8OnnxDetector:
         t0 = time.perf_counter()
         blob, info = self._preprocess(image)
         t1 = time.perf_counter()
-        raw = self._session.run(self._output_names, {self._input_name: blob})[0]
+        with self._sessions.lend() as sess:
+            raw = sess.run(self._output_names, {self._input_name: blob})[0]
         t2 = time.perf_counter()
         dets = self._postprocess(raw, info, image.shape[:2], self.conf if conf is None else float(conf),
                                  self.iou if iou is None else float(iou))

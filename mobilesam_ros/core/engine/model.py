@@ -70,7 +70,7 @@ def load_model(cfg: PipelineConfig) -> SegmentationModel:
         d, m = cfg.detector, cfg.model
         detector = YoloV8OnnxDetector(d.model, conf=d.conf, iou=d.iou, max_det=d.max_det,
                                       providers=detector_providers(m.providers, m.device, m.tf32),
-                                      border_snap_px=d.border_snap_px, cpu=m.cpu)
+                                      border_snap_px=d.border_snap_px, cpu=m.cpu, sessions=m.sessions)
     names = None
     if cfg.detector.class_names:
         from mobilesam_ros.core.engine.class_names import load_class_names

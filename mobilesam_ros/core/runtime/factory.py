@@ -98,7 +98,7 @@ def _onnx_backend(cfg: ModelConfig) -> Backend:
 
         # loaded only to export: an entry exists only for bytes that once loaded strictly
         encoder, decoder = cached_graphs(checkpoint_files(cfg), lambda: load_sam(cfg), cfg.onnx_cache_dir)
-    return OnnxBackend(encoder, decoder, onnx_providers(cfg, encoder, decoder), cfg.cpu)
+    return OnnxBackend(encoder, decoder, onnx_providers(cfg, encoder, decoder), cfg.cpu, cfg.sessions)
 
 
 def onnx_providers(cfg: ModelConfig, encoder: str, decoder: str) -> dict:

@@ -24,6 +24,7 @@ import numpy as np
 from mobilesam_ros.core.runtime.cpu_policy import CpuPolicy, ort_session_options
 from mobilesam_ros.core.runtime.base import Backend, check_tokens
 from mobilesam_ros.core.runtime.ort_providers import GPU_PROVIDERS
+from mobilesam_ros.core.runtime.session_pool import SessionPool
 from mobilesam_ros.core.errors import ConfigError
 
 ENCODER_INPUT, ENCODER_OUTPUT = "image", "image_embeddings"
@@ -81,16 +82,18 @@ class OnnxFrame:
 class OnnxBackend(Backend):
     """encoder_path, decoder_path: the graphs. providers: names, or (name, options) pairs; a
     dict {"encoder": [...], "decoder": [...]} gives each session its own (TensorRT profiles are
-    per graph; runtime/factory.py builds them)."""
+    per graph; runtime/factory.py builds them). sessions: up to this many sessions per graph, one
+    per concurrent call (runtime/session_pool.py; made only when calls overlap)."""
 
     name = "onnx"
 
     def __init__(self, encoder_path: str, decoder_path: str,
                  providers: Optional[Union[Sequence[ProviderSpec], dict]] = None,
-                 cpu: Optional[CpuPolicy] = None) -> None:
+                 cpu: Optional[CpuPolicy] = None, sessions: int = 1) -> None:
         per = providers if isinstance(providers, dict) else {"encoder": providers, "decoder": providers}
-        self.encoder = make_session(encoder_path, per["encoder"], cpu)
-        self.decoder = make_session(decoder_path, per["decoder"], cpu)
+        self._encoders = SessionPool(lambda: make_session(encoder_path, per["encoder"], cpu), sessions)
+        self._decoders = SessionPool(lambda: make_session(decoder_path, per["decoder"], cpu), sessions)
+        self.encoder, self.decoder = self._encoders.first, self._decoders.first
         for sess, names, path in ((self.encoder, (ENCODER_INPUT,), encoder_path),
                                   (self.decoder, DECODER_INPUTS, decoder_path)):
             have = [i.name for i in sess.get_inputs()]
@@ -112,11 +115,12 @@ class OnnxBackend(Backend):
         return f"onnxruntime {'/'.join(p.replace('ExecutionProvider', '') for p in self.providers)}"
 
     def encode(self, x: np.ndarray) -> OnnxFrame:
-        io = self.encoder.io_binding()
-        io.bind_cpu_input(ENCODER_INPUT, np.ascontiguousarray(x, np.float32))
-        io.bind_output(ENCODER_OUTPUT, *self.device)  # the embedding stays where the decoder runs
-        self.encoder.run_with_iobinding(io)
-        return OnnxFrame(io.get_outputs()[0], self.device)
+        with self._encoders.lend() as sess:
+            io = sess.io_binding()
+            io.bind_cpu_input(ENCODER_INPUT, np.ascontiguousarray(x, np.float32))
+            io.bind_output(ENCODER_OUTPUT, *self.device)  # the embedding stays where the decoder runs
+            sess.run_with_iobinding(io)
+            return OnnxFrame(io.get_outputs()[0], self.device)
 
     def handle_from_embedding(self, embedding: np.ndarray) -> OnnxFrame:
         import onnxruntime as ort
@@ -136,14 +140,15 @@ class OnnxBackend(Backend):
         has = np.full((b,), 0.0 if mask_input is None else 1.0, np.float32)
         if mask_input is None:
             mask_input = np.zeros((b, 1, 256, 256), np.float32)
-        io = self.decoder.io_binding()
-        io.bind_ortvalue_input("image_embeddings", handle.value)  # already on the device: no copy
-        for name, arr in (("point_coords", coords), ("point_labels", labels), ("mask_input", mask_input),
-                          ("has_mask_input", has)):
-            io.bind_cpu_input(name, np.ascontiguousarray(arr, np.float32))
-        for name in DECODER_OUTPUTS:
-            io.bind_output(name, "cpu")  # the caller wants numpy: one copy, written by ONNX Runtime
-        self.decoder.run_with_iobinding(io)
-        low, iou = io.copy_outputs_to_cpu()
+        with self._decoders.lend() as sess:
+            io = sess.io_binding()
+            io.bind_ortvalue_input("image_embeddings", handle.value)  # already on the device: no copy
+            for name, arr in (("point_coords", coords), ("point_labels", labels), ("mask_input", mask_input),
+                              ("has_mask_input", has)):
+                io.bind_cpu_input(name, np.ascontiguousarray(arr, np.float32))
+            for name in DECODER_OUTPUTS:
+                io.bind_output(name, "cpu")  # the caller wants numpy: one copy, written by ONNX Runtime
+            sess.run_with_iobinding(io)
+            low, iou = io.copy_outputs_to_cpu()
         sl = slice(1, None) if multimask else slice(0, 1)
         return low[:, sl], iou[:, sl]

@@ -76,3 +76,36 @@ def test_clear_errors(onnx_files, tmp_path):
     bad.write_bytes(b"\x00garbage")
     with pytest.raises(ValueError, match="cannot load ONNX model"):
         OnnxBackend(str(bad), dec)
+
+
+def test_concurrent_calls_on_a_session_pool_reproduce_the_goldens(onnx_files, golden):
+    """Two threads encoding and decoding at once on a backend with 2 sessions per graph (the node's
+    `workers`): each on its own session (the pool made a second one), every result still the
+    official golden within the single-session tolerances."""
+    import threading
+
+    be = OnnxBackend(*onnx_files, sessions=2)
+    start = threading.Barrier(2)
+    out, errors = [None, None], []
+
+    def work(k):
+        try:
+            start.wait(10)
+            emb = be.embedding(be.encode(golden["preprocessed"]))
+            p = SamPredictor(be)
+            p.set_embedding(emb, tuple(golden["original_size"]))
+            out[k] = (emb, p.predict(**_kwargs(golden, "box")))
+        except BaseException as exc:  # noqa: BLE001  reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    assert be._encoders.made == 2  # both encodes overlapped (the barrier), each on its own session
+    for emb, pred in out:
+        err = np.abs(emb - golden["embedding"])
+        assert err.max() <= 1e-3 and err.mean() <= 1e-5
+        np.testing.assert_allclose(pred.low_res_logits, golden["box_low_res_logits"], atol=5e-3, rtol=0)
