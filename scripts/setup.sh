@@ -38,8 +38,13 @@ export AMENT_PREFIX_PATH="$VIRTUAL_ENV"
 # built where a real vision_msgs exists, so it never shadows one. test/standin/COLCON_IGNORE keeps
 # the main build from picking it up.
 STANDIN="$ROOT/build/standin"
-if python -c "import vision_msgs.msg" 2>/dev/null; then
-  echo "[setup] vision_msgs found: no stand-in"
+# where vision_msgs imports from, unless that is our own stand-in (an environment that sourced
+# activate.sh before): a real one found later removes the stand-in, so activate.sh stops sourcing it
+REAL_VISION_MSGS="$(python -c "import vision_msgs.msg, vision_msgs; print(vision_msgs.__file__)" 2>/dev/null || true)"
+case "$REAL_VISION_MSGS" in "$STANDIN"/*) REAL_VISION_MSGS="";; esac
+if [ -n "$REAL_VISION_MSGS" ]; then
+  echo "[setup] vision_msgs found ($REAL_VISION_MSGS): no stand-in"
+  rm -rf "$STANDIN"
 else
   echo "[setup] no vision_msgs: building the test stand-in into $STANDIN/install (log: $STANDIN/log_build.txt)"
   mkdir -p "$STANDIN"
