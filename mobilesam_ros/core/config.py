@@ -173,7 +173,7 @@ class NodeConfig:
     tracking_enabled: bool = True
     follow_clicks: bool = False
     cameras: tuple = ()
-    workers: int = 2
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
