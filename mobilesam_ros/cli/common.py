@@ -74,7 +74,8 @@ def cpu_policy(args: argparse.Namespace) -> CpuPolicy:
 def model_config(args: argparse.Namespace) -> ModelConfig:
     """The ModelConfig of add_model_args' options (each option is named after its field)."""
     # sessions: a command line calls the model from one thread, so one session per graph (the default)
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ModelConfig) if f.name not in ("cpu", "sessions")}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ModelConfig)
+             if f.name not in ("cpu", "sessions")}
     given.update(checkpoint=args.checkpoint or "", providers=tuple(p for p in args.providers.split(",") if p))
     return ModelConfig(**given, cpu=cpu_policy(args))
 
