@@ -160,7 +160,9 @@ class CameraPort:
         n, limit = serialized_count(raw), self.settings.segany.max_objects
         if n is not None and n > limit:
             self._worker.stats[self.key].prompts_in += 1  # counted like any refused prompt
-            self._warn("detections_PromptError", f"{self.topics.prefix}skipping detections: {n} detections, "
+            # its own kind of warning: a flood of oversized arrays must not hide other problems
+            # (bad boxes share the throttle of "detections_PromptError")
+            self._warn("detections_over_limit", f"{self.topics.prefix}skipping detections: {n} detections, "
                        f"over the limit of {limit} (segany.max_objects)")
             return
         from rclpy.serialization import deserialize_message

@@ -35,8 +35,9 @@ def test_cameras_set_three_ways(ros_process, ros_probe, tmp_path):
     yaml.write_text("/**:\n  ros__parameters:\n    cameras: []\n")
     one = ros_process(node_argv("one", **{"model.backend": "torch"}) + ["--params-file", str(yaml)], name="one")
     two = ros_process(node_argv("two", **{"model.backend": "torch", "cameras": "[front, rear]"}), name="two")
-    seen = wait_topics(ros_probe, two, {"/two/front/instances", "/two/rear/instances"})
-    seen = wait_topics(ros_probe, one, {"/one/instances"}) | seen
+    # publishers appear at configure, subscriptions at activate: wait for both
+    seen = wait_topics(ros_probe, two, {"/two/front/instances", "/two/rear/instances", "/front/image", "/rear/image"})
+    seen = wait_topics(ros_probe, one, {"/one/instances", "/image"}) | seen
     per_camera = ("instances", "label_image", "overlay", "followed",
                   "detections", "detections/segany", "detections/followed")  # vision_msgs (stand-in in tests)
     assert {f"/two/{c}/{t}" for c in ("front", "rear") for t in per_camera} <= seen
