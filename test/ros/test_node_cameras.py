@@ -109,13 +109,16 @@ def test_two_cameras_at_30_hz_are_served_fairly(ros_process, ros_probe):
 
     from mobilesam_ros.msg import InstanceMaskArray
 
-    multi = ros_process(node_argv("fair", cameras="[front, rear]"), name="fair")
+    # reliable: best-effort 640x480 samples are lost whole here (no shared memory), unevenly between
+    # the cameras (CI: front 9 vs rear 13 answers), which measures DDS, not the scheduler
+    multi = ros_process(node_argv("fair", cameras="[front, rear]", **{"image.reliable": True}), name="fair")
     got = {"front": [], "rear": []}
     for cam in got:
         ros_probe.create_subscription(InstanceMaskArray, f"/fair/{cam}/instances", got[cam].append, 10)
-    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-    pubs = {cam: ros_probe.create_publisher(Image, f"/{cam}/image", qos_profile_sensor_data) for cam in got}
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = {cam: ros_probe.create_publisher(Image, f"/{cam}/image", qos) for cam in got}
     wait_subscribed(pubs["front"], multi, 180)
     wait_subscribed(pubs["rear"], multi, 180)
     frames = [read_rgb(str(DATA / "sequence" / f"{k:06d}.jpg")) for k in range(8)]
