@@ -145,6 +145,15 @@ class MobileSamNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def destroy_node(self) -> None:
+        """Also release the lifecycle state machine, which rclpy's LifecycleNode leaves alive: it
+        holds the rcl node, so the node (and, as its context's last one, the DDS participant) was
+        finalised only by a later garbage collection, while it still showed in the graph. A
+        participant torn down by the GC while another one is being created in the process
+        deadlocked Fast DDS (seen as a test run hung in rclpy.Time())."""
+        super().destroy_node()
+        self._state_machine.destroy_when_not_in_use()
+
     def _stop_processing(self, join_timeout: float = 10.0) -> bool:
         """Unsubscribe and stop the worker; False if it was still inside a model call after
         join_timeout seconds (it is abandoned: a daemon thread)."""

@@ -185,3 +185,30 @@ def test_ids_are_never_given_twice_across_cleanup_and_configure(ros_env):
     finally:
         node.destroy_node()
         ctx.try_shutdown()
+
+
+def test_a_destroyed_node_leaves_the_graph_without_a_garbage_collection(ros_env, ros_probe):
+    """destroy_node() finalises the rcl node at once. rclpy's LifecycleNode keeps it alive in its
+    state machine until a garbage collection (the node stays in the graph; the GC then tore down
+    its DDS participant at a random moment, which hung a test run inside Fast DDS). The collector
+    is off here, so only destroy_node() can make the node leave."""
+    import gc
+
+    import rclpy
+
+    from mobilesam_ros.ros.node import MobileSamNode
+
+    def listed():
+        return "doomed" in [n for n, _ in ros_probe.get_node_names_and_namespaces()]
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    gc.disable()
+    try:
+        node = MobileSamNode("doomed", context=ctx)
+        assert wait_for(listed, 20), "the node never showed in the graph"
+        node.destroy_node()
+        ctx.try_shutdown()
+        assert wait_for(lambda: not listed(), 10), "still in the graph 10 s after destroy_node()"
+    finally:
+        gc.enable()
