@@ -23,6 +23,15 @@ DATA = SHARED / "data"
 _LOCK_DIR = os.path.join(tempfile.gettempdir(), "ros_domain_locks")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Everything under test/ros is marked `ros`: scripts/run_tests.sh runs those tests alone on
+    the machine (its worker tests time threads, its node tests rates and waits)."""
+    ros_dir = ROOT / "test" / "ros"
+    for item in items:
+        if ros_dir in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.ros)
+
+
 def shared_path(*parts: str) -> Path:
     """A file under ../shared; fails loudly (not a skip) when it is missing: CI has it."""
     p = SHARED.joinpath(*parts)
@@ -34,8 +43,11 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def onnx_cache_dir(tmp_path_factory):
     """One ONNX export cache (backend auto) per test session, outside the user's ~/.cache; every
-    node and CLI process the tests start inherits it through the environment."""
-    path = tmp_path_factory.mktemp("mobilesam_cache")
+    node and CLI process the tests start inherits it through the environment. scripts/run_tests.sh
+    gives its passes and xdist workers one shared folder (MOBILESAM_TEST_CACHE_DIR): the cache
+    locks each key, so one process exports and the others reuse."""
+    shared = os.environ.get("MOBILESAM_TEST_CACHE_DIR")
+    path = Path(shared) if shared else tmp_path_factory.mktemp("mobilesam_cache")
     os.environ["MOBILESAM_CACHE_DIR"] = str(path)
     yield path
 
