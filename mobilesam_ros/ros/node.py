@@ -42,7 +42,7 @@ from mobilesam_ros.core.config import CpuPolicy
 from mobilesam_ros.ros import params as P
 from mobilesam_ros.ros.camera_port import CameraPort, IdCounters
 from mobilesam_ros.ros.topics import CameraTopics
-from mobilesam_ros.ros.worker import Abandoned, LatestFrameWorker
+from mobilesam_ros.ros.worker import Abandoned, LatestFrameWorker, thread_count
 
 WARN_PERIOD_S = 2.0
 # On SIGINT/SIGTERM the worker gets this long to leave its item (prompt batches stop between
@@ -96,8 +96,8 @@ class MobileSamNode(LifecycleNode):
             from mobilesam_ros.core.engine.model import load_model
 
             pipeline = P.pipeline_config(values)
-            # one ONNX Runtime session per worker thread that can run at once (one per camera at most)
-            threads = min(settings.node.workers, len(settings.node.cameras or ("",)))
+            # one ONNX Runtime session per worker thread that can run at once
+            threads = thread_count(settings.node.workers, len(settings.node.cameras or ("",)))
             pipeline = replace(pipeline, model=replace(pipeline.model, sessions=threads))
             self._model = load_model(pipeline)
         except Exception as exc:  # noqa: BLE001  any load failure must fail the transition, with why

@@ -67,6 +67,13 @@ class _Round:
         return None
 
 
+def thread_count(threads: int, n_cameras: int) -> int:
+    """Threads a worker for `n_cameras` cameras runs when asked for `threads` (node.workers): more
+    than one per camera would never find work, since a camera runs one item at a time. The node
+    sizes its ONNX Runtime session pool by the same number."""
+    return min(threads, n_cameras)
+
+
 class LatestFrameWorker:
     """Runs `on_frame(key, item)` for the newest frame of each camera `key` and `on_prompt(key,
     item)` for its queued prompts, fairly across `keys`, on `threads` threads (see the module
@@ -93,9 +100,8 @@ class LatestFrameWorker:
         self._busy: dict = {}  # camera -> (kind, time.monotonic() at start) of its item in progress
         self._last_kind = ""
         self.stats = {k: WorkerStats() for k in keys}
-        # more threads than cameras would never find work: a camera runs one item at a time
         self._threads = [threading.Thread(target=self._run, name=f"mobilesam_worker_{i}", daemon=True)
-                         for i in range(min(threads, len(keys)))]
+                         for i in range(thread_count(threads, len(keys)))]
         for t in self._threads:
             t.start()
 
