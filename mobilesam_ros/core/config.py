@@ -182,6 +182,11 @@ class NodeConfig:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         check_camera_names(self.cameras)
 
+    @property
+    def camera_keys(self) -> tuple[str, ...]:
+        """The camera of each port: the names, or ("",) for the one unnamed camera."""
+        return self.cameras or ("",)
+
 
 def check_camera_names(names) -> None:
     """Camera names become topic name tokens (`<name>/image`, `~/<name>/instances`): each must

@@ -97,7 +97,7 @@ class MobileSamNode(LifecycleNode):
 
             pipeline = P.pipeline_config(values)
             # one ONNX Runtime session per worker thread that can run at once
-            threads = thread_count(settings.node.workers, len(settings.node.cameras or ("",)))
+            threads = thread_count(settings.node.workers, len(settings.node.camera_keys))
             pipeline = replace(pipeline, model=replace(pipeline.model, sessions=threads))
             self._model = load_model(pipeline)
         except Exception as exc:  # noqa: BLE001  any load failure must fail the transition, with why
@@ -106,7 +106,7 @@ class MobileSamNode(LifecycleNode):
             self._model = None
             return TransitionCallbackReturn.FAILURE
         self._settings = settings
-        names = settings.node.cameras or ("",)
+        names = settings.node.camera_keys
         self.get_logger().info(f"model ready in {time.perf_counter() - t0:.1f} s: {self._model.describe()}"
                                + (f"; cameras {list(names)}" if settings.node.cameras else ""))
         from mobilesam_ros.core.engine.tracking import Tracker
