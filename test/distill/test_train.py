@@ -9,6 +9,7 @@ different frames differ by ~1e-13 (checked below), so distilling it would only t
 import argparse
 import csv
 import json
+import re
 import shutil
 
 import cv2
@@ -32,7 +33,12 @@ from mobilesam_ros.distill.train import calibrate_batchnorm, distill, lr_factor
 
 FRAMES = [f"{i:06d}.jpg" for i in range(0, 48, 6)]  # 8 real frames, 0.6 s apart
 SPLIT_SEED = 13  # holds out 2 of the 8 (000024, 000036); asserted below
-STEPS, LR, WARMUP = 30, 1e-3, 2
+# 16 steps at lr 3e-3 (this machine, 2 threads): train MSE 0.549x, held-out MSE 0.557x, held-out
+# mask IoU 0.373 -> 0.493. Measured beside it: 12 steps at 3e-3 0.611x / 0.609x / +0.126; 12 at 5e-3
+# 0.633x / 0.641x / +0.037; 30 at 1e-3 (the earlier setting, 2.3x the time) 0.449x / 0.459x
+# / +0.109. The bounds in the test sit ~15 % (MSE) and 2x (IoU) short of the measured run; a student
+# that learns nothing stays at 1x and +0.
+STEPS, LR, WARMUP = 16, 3e-3, 2
 
 
 def rgb(path):
@@ -153,19 +159,19 @@ def test_distill_real_frames(tmp_path, frames_dir, teacher_ckpt, cache_dir):
     train_keys, val_keys = split_keys(FRAMES, 0.25, SPLIT_SEED)
     assert val_keys == ["000024.jpg", "000036.jpg"]
     cfg = base_config(tmp_path, frames_dir, teacher_ckpt, cache_dir, steps=STEPS, lr=LR,
-                      warmup_steps=WARMUP, val_every=STEPS)
+                      warmup_steps=WARMUP, val_every=STEPS, train_eval_frames=3)
     res = distill(cfg)
     assert res.train_keys == train_keys and res.val_keys == val_keys
     first, last = res.initial, res.final
     assert (first["step"], last["step"]) == (0, STEPS)
-    assert first["train_frames"] == 6 and first["val_frames"] == 2
+    assert first["train_frames"] == 3 and first["val_frames"] == 2
     print(f"\nembedding MSE train {first['train_mse']:.4f} -> {last['train_mse']:.4f}, "
           f"held-out {first['val_mse']:.4f} -> {last['val_mse']:.4f}; held-out mask IoU "
           f"{first['val_mask_iou']:.3f} -> {last['val_mask_iou']:.3f} "
           f"({last['val_masks']} masks)")
-    assert last["train_mse"] < 0.5 * first["train_mse"]
-    assert last["val_mse"] < 0.6 * first["val_mse"]
-    assert last["val_mask_iou"] > first["val_mask_iou"] + 0.05
+    assert last["train_mse"] < 0.65 * first["train_mse"]
+    assert last["val_mse"] < 0.65 * first["val_mse"]
+    assert last["val_mask_iou"] > first["val_mask_iou"] + 0.06
 
     # The written file is an official mobile_sam.pt: strict load, same keys as the fixture,
     # the teacher's decoder, and the student's embeddings.
@@ -197,7 +203,7 @@ def test_distill_real_frames(tmp_path, frames_dir, teacher_ckpt, cache_dir):
 
 @pytest.mark.slow
 def test_resume_continues_to_the_same_state(tmp_path, frames_dir, teacher_ckpt, cache_dir):
-    small = dict(steps=3, lr=LR, warmup_steps=1, val_every=3, checkpoint_every=3,
+    small = dict(steps=2, lr=LR, warmup_steps=1, val_every=2, checkpoint_every=2,
                  train_eval_frames=1, val_frames=1, points_per_side=1)
     straight = distill(base_config(tmp_path / "a", frames_dir, teacher_ckpt, cache_dir, **small))
 
@@ -212,19 +218,19 @@ def test_resume_continues_to_the_same_state(tmp_path, frames_dir, teacher_ckpt, 
     assert saved["step"] == 1 and [r["step"] for r in saved["history"]["steps"]] == [1]
     with pytest.raises(DistillInputError, match="already holds a training run"):
         distill(cfg)
-    with pytest.raises(DistillInputError, match=r"options changed lr: 0\.001 -> 0\.0005"):
+    with pytest.raises(DistillInputError, match=re.escape(f"options changed lr: {LR} -> 0.0005")):
         distill(DistillConfig(**{**cfg.__dict__, "resume": True, "lr": 5e-4}))
     resumed = distill(DistillConfig(**{**cfg.__dict__, "resume": True}))
     # Continued from the saved step 1 (a restart would give another step-2 loss). Not bit-exact:
     # the CPU backward of TinyViT's attention-bias gather accumulates in a nondeterministic
     # order (~1e-18 on 1e-11 gradients, even between two passes in one process).
-    assert [r["step"] for r in resumed.step_log] == [1, 2, 3]
+    assert [r["step"] for r in resumed.step_log] == [1, 2]
     assert resumed.step_log[0] == straight.step_log[0]
     np.testing.assert_allclose([r["loss"] for r in resumed.step_log],
                                [r["loss"] for r in straight.step_log], rtol=1e-5)
     a = load_train_state(straight.work_dir / TRAIN_STATE)
     b = load_train_state(resumed.work_dir / TRAIN_STATE)
-    assert a["step"] == b["step"] == 3
+    assert a["step"] == b["step"] == 2
     diff = sum(float((v - b["student"][k]).square().sum()) for k, v in a["student"].items()
                if v.is_floating_point())
     norm = sum(float(v.square().sum()) for v in a["student"].values() if v.is_floating_point())
