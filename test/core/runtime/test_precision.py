@@ -50,40 +50,47 @@ def test_decoder_from_golden_embedding(sam2, golden2, precision):
     assert_within(decoder_errors(sam2, golden2, precision, goldens.CASES, True), precision)
 
 
-def _end_to_end_errors(precision: str) -> dict:
+END_TO_END = "test_end_to_end_from_preprocessed_photo"
+
+
+def _end_to_end_errors(precision: str) -> tuple[str, dict]:
     """Encoder (16-bit autocast) on the golden's preprocessed photo, then every decoder case on that
-    embedding -> flat errors against the fp32 goldens. Runs in a child process (see below)."""
+    embedding -> (the embedding's dtype, flat errors against the fp32 goldens). Runs in a child
+    process (see below), which cannot use the sam2 / golden2 fixtures."""
     sam2 = load_mobile_sam(shared_path("fixtures", "mobile_sam_seed2.pt"))
     golden2 = goldens.load_golden(str(shared_path("fixtures", "golden_seed2.npz")))
     be = TorchBackend(sam2, precision=precision)
     emb = be.embedding(be.encode(golden2["preprocessed"]))
     errors = goldens.embedding_errors(emb, golden2["embedding"])
-    errors["dtype"] = str(emb.dtype)
     p = SamPredictor(be)
     p.set_embedding(emb, tuple(golden2["original_size"]))
     errors.update(goldens.worst(goldens.predictor_errors(p, golden2)))
-    return errors
+    return str(emb.dtype), errors
 
 
 @pytest.fixture(scope="module")
-def end_to_end_errors():
-    """Both 16-bit encoder passes at once, one process each. On this CPU 16-bit convolutions fall
-    back to torch's single-threaded reference kernel (~85 % of a ~90 s pass): run one after the
-    other they leave a core idle for three minutes. Processes, not threads: autocast's cache of
-    cast weights is shared between threads, so an fp16 and a bf16 pass in one process collide."""
+def end_to_end_errors(request):
+    """The selected 16-bit encoder passes (both, unless -k picked one) at once, one process each.
+    On this CPU 16-bit convolutions fall back to torch's single-threaded reference kernel (~85 %
+    of a ~90 s pass): run one after the other they leave a core idle for three minutes. Processes,
+    not threads: autocast's cache of cast weights is shared between threads, so an fp16 and a bf16
+    pass in one process collide."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {p: pool.submit(_end_to_end_errors, p) for p in ("bf16", "fp16")}
+    selected = {item.name for item in request.session.items}
+    wanted = [p for p in ("bf16", "fp16") if f"{END_TO_END}[{p}]" in selected]
+    with ProcessPoolExecutor(len(wanted), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {p: pool.submit(_end_to_end_errors, p) for p in wanted}
         return {p: f.result() for p, f in futures.items()}
+
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_end_to_end_from_preprocessed_photo(end_to_end_errors, precision):
-    errors = dict(end_to_end_errors[precision])
-    assert errors.pop("dtype") == "float32"
+    dtype, errors = end_to_end_errors[precision]
+    assert dtype == "float32"
     assert_within(errors, precision)
 
 
