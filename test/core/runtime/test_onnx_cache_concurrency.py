@@ -14,12 +14,17 @@ from conftest import shared_path
 
 CHILD = str(Path(__file__).with_name("cache_child.py"))
 EXPORTING = "exporting ONNX graphs for"  # onnx_cache logs it once per export
+# How long a quick child may take: a guard against hangs, not a speed bound.
+QUICK_S = 300
+# The children must meet inside a 2 s export window, so these tests run at normal priority, one at
+# a time (scripts/run_tests.sh), not at nice 19 beside busy processes.
+pytestmark = pytest.mark.timing
 
 
 def start(checkpoint: Path, root: Path, go: Path, mode: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-P", CHILD, str(checkpoint), str(root), str(go), mode],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "READY", proc.communicate(timeout=30)
+    assert proc.stdout.readline().strip() == "READY", proc.communicate(timeout=QUICK_S)
     return proc
 
 
@@ -44,7 +49,7 @@ def test_two_processes_started_together_export_once(tmp_path):
     ckpt, root, go = checkpoint_file(tmp_path, "a.pt"), tmp_path / "cache", tmp_path / "go"
     procs = [start(ckpt, root, go, "quick") for _ in range(2)]  # both imported and waiting
     go.touch()  # both ask for the same entry now; each export takes 2 s, so they overlap
-    (paths_a, err_a), (paths_b, err_b) = (finish(p, 60) for p in procs)
+    (paths_a, err_a), (paths_b, err_b) = (finish(p, QUICK_S) for p in procs)
     assert (err_a + err_b).count(EXPORTING) == 1, err_a + err_b
     assert (err_a + err_b).count("waiting for it") == 1, err_a + err_b
     assert paths_a == paths_b and all(os.path.getsize(p) == 4096 for p in paths_a)
@@ -66,7 +71,7 @@ def test_killed_export_leaves_a_temporary_that_the_next_export_removes(tmp_path)
         assert tmp_killed.is_dir() and tmp_alive.is_dir()
         assert len(temporaries(root)) == 2
 
-        paths, err = finish(start(ckpt_a, root, go, "quick"), 60)  # the same checkpoint again
+        paths, err = finish(start(ckpt_a, root, go, "quick"), QUICK_S)  # the same checkpoint again
         assert err.count(EXPORTING) == 1, err
         assert f"removing {tmp_killed}" in err, err
         assert not tmp_killed.exists()
@@ -93,7 +98,7 @@ def test_a_waiting_process_is_released_when_the_exporter_is_killed(tmp_path):
         time.sleep(3.0)  # the waiter blocks on the lock meanwhile
         assert waiter.poll() is None and tmp_hung.is_dir()
         os.kill(hung.pid, signal.SIGKILL)
-        paths, err = finish(waiter, 60)
+        paths, err = finish(waiter, QUICK_S)
         assert "waiting for it" in err and err.count(EXPORTING) == 1, err
         assert not tmp_hung.exists() and temporaries(root) == []
         assert all(os.path.getsize(p) == 4096 for p in paths)

@@ -7,6 +7,8 @@ import pytest
 
 from mobilesam_ros.core.runtime.session_pool import SessionPool
 
+pytestmark = pytest.mark.timing  # callers overlap only if their threads get the CPU within 0.1 s
+
 
 class Counted:
     """A stand-in session that records how many callers hold it at once (the pool's contract is
