@@ -13,7 +13,7 @@ import yaml
 
 TEMPLATE_NODE = "mobilesam"  # the node name rviz/mobilesam.rviz is written for
 
-__all__ = ["parse_cameras", "rviz_config", "write_rviz_config"]
+__all__ = ["parse_cameras", "rviz_config", "rviz_config_path", "write_rviz_config"]
 
 
 def parse_cameras(text: str) -> list[str]:
@@ -36,12 +36,27 @@ def rviz_config(template: str, node_name: str = TEMPLATE_NODE, cameras: Sequence
     return text.replace("Value: /clicked_point", f"Value: /{first}clicked_point")
 
 
+def rviz_config_path(node_name: str) -> str:
+    """Where `write_rviz_config` writes node_name's config: one file per node name and user in
+    the temporary directory, replaced by each launch (a file per launch would pile up)."""
+    folder = os.path.join(tempfile.gettempdir(), f"mobilesam_ros-{os.getuid()}")
+    return os.path.join(folder, f"{node_name}.rviz")
+
+
 def write_rviz_config(template_path: str, node_name: str, cameras: Sequence[str]) -> str:
-    """Write `rviz_config` of the file at template_path to a new temporary file; returns its path
-    (rviz2 -d <path>)."""
+    """Write `rviz_config` of the file at template_path to `rviz_config_path(node_name)`; returns
+    that path (rviz2 -d <path>). Replaced whole (temporary file + rename): an RViz of another launch
+    reading it meanwhile sees the old config or the new one, never half of one."""
     with open(template_path) as f:
         text = rviz_config(f.read(), node_name, cameras)
-    fd, path = tempfile.mkstemp(prefix=f"{node_name}_", suffix=".rviz")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    path = rviz_config_path(node_name)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{node_name}_", suffix=".rviz", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return path

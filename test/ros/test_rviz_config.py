@@ -1,6 +1,7 @@
 """The RViz config a launch with rviz:=true writes: every display on a topic the node (named as
 launched) publishes for its first camera, the Publish Point tool on that camera's clicked_point."""
 import os
+import tempfile
 
 import pytest
 import yaml
@@ -55,16 +56,27 @@ def test_parse_cameras_refuses_what_is_no_list_of_names(text):
         parse_cameras(text)
 
 
-def test_launch_starts_rviz_only_when_asked():
+def test_launch_starts_rviz_only_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # not the machine's /tmp
     ld = launch_runner.load(LAUNCH)
     found, _ = launch_runner.nodes(ld, {"node_name": "seg", "cameras": "[front, rear]"})
     assert [n.executable for n in found] == ["mobilesam_node"]
     found, _ = launch_runner.nodes(ld, {"node_name": "seg", "cameras": "[front, rear]", "rviz": "true"})
     rviz = [n for n in found if n.package == "rviz2"]
     assert len(rviz) == 1 and rviz[0].arguments[0] == "-d"
-    with open(rviz[0].arguments[1]) as f:
+    path = rviz[0].arguments[1]
+    assert path == str(tmp_path / f"mobilesam_ros-{os.getuid()}" / "seg.rviz")
+    with open(path) as f:
         shown, click = _topics(f.read())
-    os.unlink(rviz[0].arguments[1])
     assert "/seg/front/overlay" in shown and click == "/front/clicked_point"
+    # a second launch of that node replaces its file (one per node name, none left behind)
+    folder = os.path.dirname(path)
+    found, _ = launch_runner.nodes(ld, {"node_name": "seg", "cameras": "[rear]", "rviz": "true"})
+    assert [n.arguments[1] for n in found if n.package == "rviz2"] == [path]
+    with open(path) as f:
+        shown, click = _topics(f.read())
+    assert "/seg/rear/overlay" in shown and "/seg/front/overlay" not in shown
+    assert click == "/rear/clicked_point"
+    assert os.listdir(folder) == ["seg.rviz"]
     with pytest.raises(ValueError, match="rviz"):
         launch_runner.nodes(ld, {"rviz": "yes"})
