@@ -208,7 +208,8 @@ class CameraPort:
             self._warn(f"{kind}_{type(exc).__name__}", f"{self.topics.prefix}skipping {kind}: {exc}")
             return
         try:
-            res = self.stream.answer(objects.prompts, frame, objects.ids, objects.follow, check)
+            res = self.stream.answer(objects.prompts, frame, objects.ids, objects.follow, check,
+                                     None if labels is None else labels.labels())
         except Abandoned as exc:
             if self._worker is None or self._worker.stopping:
                 return  # shutting down: rosout may already be gone, and nothing is wrong
@@ -284,8 +285,9 @@ class CameraPort:
         if self._pubs:
             ids = [int(i) for i in f.tracks.ids]
             header = res.frame.meta
+            # the class name and detection id its prompt gave (a detection's), as on its answer
             msg = instances_to_msg(f.instances, header, InstanceMaskArray.MODE_SEGANY, ids, f.tracks,
-                                   self._class_names(f.instances))
+                                   [lb.class_name for lb in f.labels], [lb.source_id for lb in f.labels])
             self._pubs["followed"].publish(msg)
             hyps = self.vision.publish(msg, Instance3DArray.SOURCE_FOLLOWED)
             found = np.flatnonzero(f.tracks.states == TRACK_CONFIRMED)  # lost ones have no mask: no 3D

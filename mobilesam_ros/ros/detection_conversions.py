@@ -17,6 +17,7 @@ import numpy as np
 
 from mobilesam_ros.core.config import DetectionsConfig, SegAnyConfig
 from mobilesam_ros.core.engine.class_names import ClassNames
+from mobilesam_ros.core.engine.follow import ObjectLabel
 from mobilesam_ros.core.structures.prompts import PromptError, make_prompt
 
 __all__ = ["DetectionPrompts", "serialized_count", "check_detections_size", "detection_boxes", "detections_to_prompts",
@@ -37,6 +38,11 @@ class DetectionPrompts:
     class_ids: list
     class_names: list
     scores: list
+
+    def labels(self) -> list[ObjectLabel]:
+        """Per detection what it says it is, kept by the objects it starts following."""
+        return [ObjectLabel(int(c), n, d, float(s)) for c, n, d, s in
+                zip(self.class_ids, self.class_names, self.detection_ids, self.scores)]
 
 
 def serialized_count(raw: bytes) -> Optional[int]:

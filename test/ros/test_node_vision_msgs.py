@@ -181,6 +181,11 @@ def test_detections_in_and_out(ros_process, ros_probe):
                       lambda: any(a.header.stamp.sec == 3 for a in got["followed"]) and segevery_at(3), node)
     followed = next(a for a in got["followed"] if a.header.stamp.sec == 3)
     assert sorted(i.id for i in followed.instances) == sorted(i.id for i in first.instances)
+    # each followed object keeps its detection's class, score and id, as on the answer it started from
+    def labels(a):
+        return {i.id: (i.class_id, i.class_name, i.detection_id, round(i.detection_score, 5)) for i in a.instances}
+    assert labels(followed) == labels(first)
+    assert all(i.detection_id.startswith("f") for i in followed.instances)
     # a detector that now reports each followed object at its last mask box (box IoU 1 with it)
     # and one object clear of every followed box: the first ones update, the last one is new
     fb = {i.id: [i.bbox.x_offset, i.bbox.y_offset, i.bbox.x_offset + i.bbox.width, i.bbox.y_offset + i.bbox.height]

@@ -25,7 +25,7 @@ import logging
 
 from mobilesam_ros.core.config import DetectorConfig, Settings, setting_name
 from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError
-from mobilesam_ros.core.engine.follow import FollowResult, FollowSet, follow_step
+from mobilesam_ros.core.engine.follow import FollowResult, FollowSet, ObjectLabel, follow_step
 from mobilesam_ros.core.engine.model import SegmentationModel
 from mobilesam_ros.core.engine.segany import decode_prompts
 from mobilesam_ros.core.engine.segevery import decode_boxes
@@ -44,12 +44,15 @@ _log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Followed:
     """The followed objects on one frame: `instances` (good masks first, then the lost objects
-    with empty masks), `tracks` (their ids, CONFIRMED or COASTING = lost, hits, first seen, age),
-    `reacquired` / `dropped`: ids re-acquired from SegEvery / given up on this frame; `rewound`:
-    ids dropped because the stamps went back, from `rewound_from_ns` (a looping bag, a reset)."""
+    with empty masks; class_ids / det_scores from their labels), `tracks` (their ids, CONFIRMED or
+    COASTING = lost, hits, first seen, age), `labels` (what each one's prompt said it is, in
+    `instances` order), `reacquired` / `dropped`: ids re-acquired from SegEvery / given up on this
+    frame; `rewound`: ids dropped because the stamps went back, from `rewound_from_ns` (a looping
+    bag, a reset)."""
 
     instances: Instances
     tracks: TrackAssignment
+    labels: list
     reacquired: list
     dropped: list
     rewound: list
@@ -198,12 +201,14 @@ class CameraStream:
             return self.predictor.frame(None)
 
     def answer(self, prompts: Sequence[ObjectPrompt], frame: CachedFrame, ids: Sequence[int],
-               follow: Sequence[bool] = (), check: Optional[Callable[[int, int], None]] = None) -> PromptResult:
+               follow: Sequence[bool] = (), check: Optional[Callable[[int, int], None]] = None,
+               labels: Optional[Sequence[ObjectLabel]] = None) -> PromptResult:
         """One instance per prompt object, decoded on `frame` under the time/abandon `check`
         (called between decoder chunks; it may raise). Objects flagged in `follow` are followed
-        from then on: FollowConfig.max_objects applies first (`FollowSet.admit`), and the admitted
-        ones start from this very decode (their low-res logits are kept), so following costs no
-        second decode and no time beyond the answer's."""
+        from then on, with their `labels` (per object; default: nothing known):
+        FollowConfig.max_objects applies first (`FollowSet.admit`), and the admitted ones start
+        from this very decode (their low-res logits are kept), so following costs no second
+        decode and no time beyond the answer's."""
         ids = [int(i) for i in ids]
         wanted = [k for k, f in enumerate(follow) if f]
         with self._lock:
@@ -217,7 +222,8 @@ class CameraStream:
             boxes = inst.boxes[take] + np.array([0, 0, 1, 1], np.float32)  # SAM's x2/y2 inside -> one past
             with self._lock:
                 refused += self._follow.start([ids[k] for k in take], [ans.low_res[k] for k in take], boxes,
-                                              inst.areas[take], frame.stamp_ns)
+                                              inst.areas[take], frame.stamp_ns,
+                                              None if labels is None else [labels[k] for k in take])
         return PromptResult(inst, ids, refused)
 
     # ------------------------------------------------------------------ followed objects
@@ -260,15 +266,19 @@ class CameraStream:
         self._amg = None
 
 
-def _followed_instances(res: FollowResult, lost: list, frame: CachedFrame) -> tuple[Instances, TrackAssignment]:
-    """Good followed masks, then the lost objects with empty masks (consumers see them go), and
-    their track fields (lost = COASTING, the message's TRACK_LOST)."""
+def _followed_instances(res: FollowResult, lost: list, frame: CachedFrame
+                        ) -> tuple[Instances, TrackAssignment, list]:
+    """Good followed masks, then the lost objects with empty masks (consumers see them go), with
+    their labels' class ids and scores; their track fields (lost = COASTING, the message's
+    TRACK_LOST); their labels."""
     h, w = frame.original_size
     inst = Instances.concatenate([res.instances, Instances.from_masks(
         np.zeros((len(lost), h, w), bool), np.zeros(len(lost), np.float32)).pack_bits()])
+    labels = res.labels + [o.label for o in lost]
     first = np.array(res.first_seen_ns + [o.first_ns for o in lost], np.int64)
     tracks = TrackAssignment(ids=np.array(res.ids + [o.id for o in lost], np.uint32),
                              states=np.array([TRACK_CONFIRMED] * len(res.ids) + [TRACK_COASTING] * len(lost), np.uint8),
                              hits=np.array(res.hits + [o.hits for o in lost], np.uint32),
                              first_seen_ns=first, age_s=(frame.stamp_ns - first) * 1e-9)
-    return replace(inst, frame=frame), tracks
+    return replace(inst, frame=frame, class_ids=np.array([lb.class_id for lb in labels], np.int32).reshape(-1),
+                   det_scores=np.array([lb.score for lb in labels], np.float32).reshape(-1)), tracks, labels

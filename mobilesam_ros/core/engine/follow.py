@@ -31,14 +31,26 @@ from mobilesam_ros.core.engine.tracking import box_iou_matrix
 if TYPE_CHECKING:  # torch loads with the predictor; the node must import this before its CPU policy is set
     from mobilesam_ros.core.engine.predictor import Prediction, SamPredictor
 
-__all__ = ["FollowConfig", "Followed", "FollowSet", "FollowResult", "follow_step"]
+__all__ = ["FollowConfig", "Followed", "FollowSet", "FollowResult", "ObjectLabel", "follow_step"]
+
+
+@dataclass(frozen=True)
+class ObjectLabel:
+    """What the prompt that started a followed object said it is, kept while it is followed:
+    class_id (-1 none), class_name ("" none), source_id (the prompt's own id, e.g. a vision_msgs
+    Detection2D.id; "" none), score (the detector's score; NaN none)."""
+
+    class_id: int = -1
+    class_name: str = ""
+    source_id: str = ""
+    score: float = float("nan")
 
 
 @dataclass
 class Followed:
     """One followed object's last good state. logits: (1, 256, 256) float32 low-res logits (None
     after a re-acquisition: the box alone prompts); box: (4,) float32 xyxy px of its mask, x2/y2
-    one past the last pixel; stamps in ns."""
+    one past the last pixel; stamps in ns; label: what its prompt said it is."""
 
     id: int
     logits: Optional[np.ndarray]
@@ -48,6 +60,7 @@ class Followed:
     good_ns: int
     hits: int = 1
     lost: bool = False
+    label: ObjectLabel = ObjectLabel()
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,8 @@ class FollowResult:
     """One frame of followed objects: `instances` (the good ones, in `ids` order), `ids` (M,),
     `hits` (M,), `first_seen_ns` (M,); `lost` the ids without a good mask this frame; `dropped` the
     ids given up this frame (lost for longer than lost_timeout_s); `rewound` the ids dropped because
-    the stamps went back (last seen after this frame, at `rewound_from_ns` the latest)."""
+    the stamps went back (last seen after this frame, at `rewound_from_ns` the latest); `labels`
+    (M,) the good ones' labels."""
 
     instances: Instances
     ids: list[int]
@@ -65,6 +79,7 @@ class FollowResult:
     dropped: list[int]
     rewound: list[int] = field(default_factory=list)
     rewound_from_ns: int = 0
+    labels: list[ObjectLabel] = field(default_factory=list)
 
 
 def _box_of(mask: np.ndarray) -> np.ndarray:
@@ -102,19 +117,21 @@ class FollowSet:
         return out
 
     def start(self, ids: Sequence[int], logits: np.ndarray, boxes: np.ndarray, areas: Sequence[int],
-              stamp_ns: int) -> list[int]:
+              stamp_ns: int, labels: Optional[Sequence[ObjectLabel]] = None) -> list[int]:
         """Follow objects from their first decode on the frame stamped stamp_ns: `logits` (N, 1,
         256, 256) low-res logits, `boxes` (N, 4) xyxy px with x2/y2 one past the last pixel of the
-        mask, `areas` (N,) mask pixels. An existing id is replaced (update). Returns the ids
-        refused: empty masks, and those beyond max_objects (new ids only)."""
+        mask, `areas` (N,) mask pixels, `labels` (N,) what each is (default: nothing known). An
+        existing id is replaced (update, label included). Returns the ids refused: empty masks,
+        and those beyond max_objects (new ids only)."""
         refused = []
-        for i, lg, box, area in zip(ids, logits, boxes, areas):
+        labels = [ObjectLabel()] * len(ids) if labels is None else labels
+        for i, lg, box, area, label in zip(ids, logits, boxes, areas, labels):
             i = int(i)
             if int(area) <= 0 or not self.admit([i])[0]:
                 refused.append(i)
                 continue
             self._objects[i] = Followed(i, np.asarray(lg[:1], np.float32), np.asarray(box, np.float32),
-                                        int(area), int(stamp_ns), int(stamp_ns))
+                                        int(area), int(stamp_ns), int(stamp_ns), label=label)
         return refused
 
     def add(self, ids: Sequence[int], preds: Sequence[Prediction], stamp_ns: int) -> list[int]:
@@ -172,7 +189,7 @@ class FollowSet:
         cfg = self.config
         objects = list(self._objects.values())
         rewound, rewound_from = self.rewind(stamp_ns)
-        good_masks, ids, hits, first, lost, dropped, scores, stab = [], [], [], [], [], [], [], []
+        good_masks, ids, hits, first, lost, dropped, scores, stab, labels = [], [], [], [], [], [], [], [], []
         for o, p in zip(objects, preds):
             if o.id in rewound:
                 continue
@@ -189,6 +206,7 @@ class FollowSet:
                 first.append(o.first_ns)
                 scores.append(iou)
                 stab.append(np.nan if p.stability is None else float(p.stability[0]))
+                labels.append(o.label)
             elif (stamp_ns - o.good_ns) * 1e-9 > cfg.lost_timeout_s:
                 dropped.append(o.id)
                 del self._objects[o.id]
@@ -197,7 +215,7 @@ class FollowSet:
                 lost.append(o.id)
         inst = (Instances.from_masks(np.stack(good_masks), np.array(scores), stability=np.array(stab)).pack_bits()
                 if good_masks else Instances.empty(image_hw).pack_bits())
-        return FollowResult(inst, ids, hits, first, lost, dropped, rewound, rewound_from)
+        return FollowResult(inst, ids, hits, first, lost, dropped, rewound, rewound_from, labels)
 
 
 def follow_step(predictor: SamPredictor, followed: FollowSet, frame: CachedFrame) -> Optional[FollowResult]:

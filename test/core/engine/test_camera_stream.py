@@ -15,6 +15,7 @@ import pytest
 from conftest import DATA, shared_path
 
 from mobilesam_ros.core.config import FollowConfig, NodeConfig, Settings, TrackerConfig
+from mobilesam_ros.core.engine.follow import ObjectLabel
 from mobilesam_ros.core.engine.embedding_cache import FrameNotCachedError
 from mobilesam_ros.core.structures.detections import Detections
 from mobilesam_ros.core.structures.prompts import make_prompt
@@ -116,7 +117,8 @@ def test_follow_limits_first_and_starts_from_the_answer_without_a_second_decode(
     decodes = []
     spy(cam.predictor, "decode_tokens", decodes)
     prompts = [make_prompt(box=b) for b in BOXES]
-    ans = cam.answer(prompts, fr, [11, 12, 13, 14], [True, True, True, False])
+    labels = [ObjectLabel(k, f"class{k}", f"det{k}", 0.5 + k / 10) for k in range(4)]
+    ans = cam.answer(prompts, fr, [11, 12, 13, 14], [True, True, True, False], labels=labels)
     assert len(decodes) == 1  # the answer's own decode; following took none
     assert ans.refused == [13] and cam.followed_ids == [11, 12]
     # the followed state is the answer's decode: its logits equal a separate official decode
@@ -124,6 +126,14 @@ def test_follow_limits_first_and_starts_from_the_answer_without_a_second_decode(
     ref.set_image(frame(0), 1)
     single = ref.predict(box=BOXES[1], multimask_output=False)
     np.testing.assert_allclose(cam._follow.get(12).logits, single.low_res_logits, atol=1e-4)
+    # on the next frame each followed object still carries what its prompt said it is
+    f = cam.step(frame(1), 2 * S).followed
+    by_id = {int(i): k for k, i in enumerate(f.tracks.ids)}
+    assert sorted(by_id) == [11, 12]
+    for oid, k in ((11, 0), (12, 1)):
+        assert f.labels[by_id[oid]] == labels[k]
+        assert f.instances.class_ids[by_id[oid]] == k
+        assert f.instances.det_scores[by_id[oid]] == pytest.approx(0.5 + k / 10)
 
 
 @pytest.mark.slow

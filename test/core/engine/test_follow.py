@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import DATA, shared_path
 
-from mobilesam_ros.core.engine.follow import FollowConfig, FollowSet, follow_step
+from mobilesam_ros.core.engine.follow import FollowConfig, FollowSet, ObjectLabel, follow_step
 from mobilesam_ros.core.engine.predictor import Prediction
 
 S = 1_000_000_000
@@ -100,6 +100,25 @@ def test_start_takes_logits_boxes_and_areas_without_masks():
     assert fs.ids == [7, 9] and fs.get(7).area == 100 and fs.get(9).first_ns == 5 * S
     np.testing.assert_array_equal(fs.prompts()[0].box, [10, 5, 20, 15])
     assert fs.start([3], logits[:1], boxes[:1], [9], 5 * S) == [3]  # max_objects = 2 reached
+
+
+def test_labels_stay_with_their_objects_until_an_update_replaces_them():
+    """What a detection said an object is stays with it while it is followed, lost or not; the
+    same id started again (the detector's next report) replaces it; unlabelled starts get none."""
+    fs = FollowSet()
+    logits = np.ones((2, 1, 256, 256), np.float32)
+    boxes = np.array([[0, 0, 10, 10], [30, 0, 40, 10]], np.float32)
+    person, car = ObjectLabel(0, "person", "yolo-3", 0.8), ObjectLabel(2, "car", "yolo-4", 0.6)
+    fs.start([5, 6], logits, boxes, [100, 100], 0, [person, car])
+    fs.start([7], logits[:1], boxes[:1], [100], 0)  # a click: nothing known
+    r = fs.update([pred(0, 0, 10, 10), pred(30, 0, 40, 10, iou=0.0), pred(1, 1, 10, 10)], S // 10, HW)
+    assert r.ids == [5, 7] and r.lost == [6]
+    assert r.labels == [person, ObjectLabel()] and fs.get(6).label == car
+    assert ObjectLabel().class_id == -1 and ObjectLabel().source_id == "" and np.isnan(ObjectLabel().score)
+    relabelled = ObjectLabel(0, "person", "yolo-9", 0.9)
+    fs.start([5], logits[:1], boxes[:1], [100], S // 5, [relabelled])
+    r = fs.update([pred(0, 0, 10, 10), pred(30, 0, 40, 10), pred(1, 1, 10, 10)], S // 4, HW)
+    assert r.ids == [5, 6, 7] and r.labels == [relabelled, car, ObjectLabel()]
 
 
 def test_stamps_going_back_drop_the_objects_from_the_later_scene():
