@@ -24,8 +24,9 @@ _LOCK_DIR = os.path.join(tempfile.gettempdir(), "ros_domain_locks")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Everything under test/ros is marked `ros`: scripts/run_tests.sh runs those tests alone on
-    the machine (its worker tests time threads, its node tests rates and waits)."""
+    """Everything under test/ros is marked `ros`: scripts/run_tests.sh runs those tests one at a
+    time at normal priority, the rest beside them at nice 19 (its worker tests time threads, its
+    node tests rates and waits)."""
     ros_dir = ROOT / "test" / "ros"
     for item in items:
         if ros_dir in Path(str(item.path)).parents:

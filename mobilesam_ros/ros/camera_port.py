@@ -209,7 +209,7 @@ class CameraPort:
             return
         try:
             res = self.stream.answer(objects.prompts, frame, objects.ids, objects.follow, check,
-                                     None if labels is None else labels.labels())
+                                     None if labels is None else labels.object_labels())
         except Abandoned as exc:
             if self._worker is None or self._worker.stopping:
                 return  # shutting down: rosout may already be gone, and nothing is wrong

@@ -39,7 +39,7 @@ class DetectionPrompts:
     class_names: list
     scores: list
 
-    def labels(self) -> list[ObjectLabel]:
+    def object_labels(self) -> list[ObjectLabel]:
         """Per detection what it says it is, kept by the objects it starts following."""
         return [ObjectLabel(int(c), n, d, float(s)) for c, n, d, s in
                 zip(self.class_ids, self.class_names, self.detection_ids, self.scores)]

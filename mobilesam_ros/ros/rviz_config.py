@@ -11,6 +11,8 @@ from typing import Sequence
 
 import yaml
 
+from mobilesam_ros.core.io.atomic import atomic_write_text
+
 TEMPLATE_NODE = "mobilesam"  # the node name rviz/mobilesam.rviz is written for
 
 __all__ = ["parse_cameras", "rviz_config", "rviz_config_path", "write_rviz_config"]
@@ -45,18 +47,11 @@ def rviz_config_path(node_name: str) -> str:
 
 def write_rviz_config(template_path: str, node_name: str, cameras: Sequence[str]) -> str:
     """Write `rviz_config` of the file at template_path to `rviz_config_path(node_name)`; returns
-    that path (rviz2 -d <path>). Replaced whole (temporary file + rename): an RViz of another launch
+    that path (rviz2 -d <path>). Replaced whole (`atomic_write_text`): an RViz of another launch
     reading it meanwhile sees the old config or the new one, never half of one."""
     with open(template_path) as f:
         text = rviz_config(f.read(), node_name, cameras)
     path = rviz_config_path(node_name)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{node_name}_", suffix=".rviz", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
     return path
