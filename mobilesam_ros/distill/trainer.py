@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilesam_ros.core.runtime.fast_decoder import FastMaskDecoder
 from mobilesam_ros.distill.config import (RUN_IDENTITY, DistillConfig, DistillInputError,
                                           DistillResult)
 from mobilesam_ros.distill.data import split_keys
@@ -134,8 +135,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, spec.total, spec.warmup, cfg.min_lr_ratio))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
-        self.decoder = tuple(m.to(self.device) for m in
-                             build_decoder(self.decoder_state, cfg.decoder or cfg.teacher))
+        prompt_encoder, mask_decoder = (m.to(self.device) for m in
+                                        build_decoder(self.decoder_state, cfg.decoder or cfg.teacher))
+        self.decoder = FastMaskDecoder(prompt_encoder, mask_decoder)  # after .to(): it keeps views
         self.model: nn.Module = self.student  # the DDP wrapper once training starts
         return spec
 
