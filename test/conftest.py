@@ -187,13 +187,24 @@ def spun_node(domain_id: int, name: str = "test_probe"):
     node = rclpy.create_node(name, context=ctx)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
-    th = threading.Thread(target=ex.spin, daemon=True)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            ex.spin_once(timeout_sec=0.05)
+
+    th = threading.Thread(target=spin, daemon=True)
     th.start()
     try:
         yield node
-    finally:  # stop executor -> join thread -> destroy node -> shut down context
-        ex.shutdown(timeout_sec=5)
+    finally:
+        # Stop spinning and join BEFORE the executor is shut down: `ex.shutdown()` from here,
+        # with the thread inside a callback, destroyed the guard condition that callback's
+        # handler then triggered (InvalidHandle: a PytestUnhandledThreadExceptionWarning in
+        # test_node_vision_msgs). Then node, then context.
+        stop.set()
         th.join(timeout=5)
+        ex.shutdown(timeout_sec=5)
         node.destroy_node()
         ctx.try_shutdown()
 
