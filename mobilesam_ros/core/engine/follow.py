@@ -31,7 +31,7 @@ from mobilesam_ros.core.engine.tracking import box_iou_matrix
 if TYPE_CHECKING:  # torch loads with the predictor; the node must import this before its CPU policy is set
     from mobilesam_ros.core.engine.predictor import Prediction, SamPredictor
 
-__all__ = ["FollowConfig", "Followed", "FollowSet", "FollowResult", "ObjectLabel", "follow_step"]
+__all__ = ["FollowConfig", "FollowedObject", "FollowSet", "FollowResult", "ObjectLabel", "follow_step"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class ObjectLabel:
 
 
 @dataclass
-class Followed:
+class FollowedObject:
     """One followed object's last good state. logits: (1, 256, 256) float32 low-res logits (None
     after a re-acquisition: the box alone prompts); box: (4,) float32 xyxy px of its mask, x2/y2
     one past the last pixel; stamps in ns; label: what its prompt said it is."""
@@ -94,7 +94,7 @@ class FollowSet:
 
     def __init__(self, config: FollowConfig = FollowConfig()) -> None:
         self.config = config
-        self._objects: dict[int, Followed] = {}
+        self._objects: dict[int, FollowedObject] = {}
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -130,7 +130,7 @@ class FollowSet:
             if int(area) <= 0 or not self.admit([i])[0]:
                 refused.append(i)
                 continue
-            self._objects[i] = Followed(i, np.asarray(lg[:1], np.float32), np.asarray(box, np.float32),
+            self._objects[i] = FollowedObject(i, np.asarray(lg[:1], np.float32), np.asarray(box, np.float32),
                                         int(area), int(stamp_ns), int(stamp_ns), label=label)
         return refused
 
@@ -154,7 +154,7 @@ class FollowSet:
         """Stop following `ids`; returns those that were followed."""
         return [int(i) for i in ids if self._objects.pop(int(i), None) is not None]
 
-    def get(self, i: int) -> Followed:
+    def get(self, i: int) -> FollowedObject:
         """The state of followed object i (KeyError if not followed)."""
         return self._objects[int(i)]
 
