@@ -29,7 +29,8 @@ export MOBILESAM_TEST_CACHE_DIR
 #   process wants it (CFS weight 15 vs 1024), then has the whole machine once the ROS pass is
 #   done. Much of it is single-threaded (16-bit convolutions on CPU, ONNX export, imports, child
 #   processes); one thread per worker and passive OpenMP waiting, or the workers' OpenMP pools
-#   spin against each other. Files stay whole (loadfile): module fixtures run once.
+#   spin against each other. Files stay whole (loadfile): module fixtures run once; they are sent
+#   in collection order, which test/conftest.py starts with the longest files.
 # The other pass's output goes to a file, printed after the ROS pass's.
 other_log="$(mktemp "${TMPDIR:-/tmp}/mobilesam_tests.XXXXXX")"
 other=""
@@ -41,7 +42,7 @@ trap '[ -n "$other" ] && kill "$other" 2>/dev/null; rm -rf "$MOBILESAM_TEST_CACH
 # at nice 19). Without autogroups the write fails quietly and process nice does the work.
 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE setsid -w nice -n 19 bash -c \
     'echo 19 2>/dev/null >/proc/self/autogroup; exec "$@"' _ \
-    "${PYTEST[@]}" test -m "not ros and not timing" -n 2 --dist loadfile >"$other_log" 2>&1 &
+    "${PYTEST[@]}" test -m "not ros and not timing" -n 2 --dist loadfile --no-loadscope-reorder >"$other_log" 2>&1 &
 other=$!
 status=0
 echo "== ROS pass: the tests marked ros or timing, one at a time (the rest run beside it at nice 19) =="
