@@ -80,18 +80,36 @@ def test_cached_entry_is_reused_and_keyed_by_the_checkpoint(auto_backend, onnx_c
     assert onnx_cache.entry_key([SEED2]) != onnx_cache.entry_key([str(shared_path("fixtures", "mobile_sam_seed1.pt"))])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("damage", ["truncate_encoder", "garble_manifest"])
-def test_corrupt_entry_is_rebuilt_never_trusted(auto_backend, tmp_path, damage, caplog, golden2):
-    src = onnx_cache.cache_root() / "onnx" / onnx_cache.entry_key([SEED2])
-    shutil.copytree(src, tmp_path / "onnx" / src.name)
-    entry = _entry(tmp_path)
+def _damage(entry: str, damage: str) -> None:
     if damage == "truncate_encoder":
         with open(os.path.join(entry, "encoder.onnx"), "r+b") as f:
             f.truncate(1000)
-    else:
+    elif damage == "garble_manifest":
         with open(os.path.join(entry, "manifest.json"), "w") as f:
             f.write("{not json")
+    else:  # a manifest whose recorded checksum is not the file's
+        manifest = json.loads(open(os.path.join(entry, "manifest.json")).read())
+        manifest["sha256"]["decoder.onnx"] = "0" * 64
+        with open(os.path.join(entry, "manifest.json"), "w") as f:
+            json.dump(manifest, f)
+
+
+@pytest.mark.parametrize("damage", ["truncate_encoder", "garble_manifest", "wrong_checksum"])
+def test_a_damaged_entry_is_not_trusted(auto_backend, tmp_path, damage):
+    """The check cached_graphs makes before using an entry (the test below rebuilds one)."""
+    src = onnx_cache.cache_root() / "onnx" / onnx_cache.entry_key([SEED2])
+    shutil.copytree(src, tmp_path / src.name)
+    assert onnx_cache._valid(tmp_path / src.name)
+    _damage(str(tmp_path / src.name), damage)
+    assert not onnx_cache._valid(tmp_path / src.name)
+
+
+@pytest.mark.slow
+def test_corrupt_entry_is_rebuilt_never_trusted(auto_backend, tmp_path, caplog, golden2):
+    src = onnx_cache.cache_root() / "onnx" / onnx_cache.entry_key([SEED2])
+    shutil.copytree(src, tmp_path / "onnx" / src.name)
+    entry = _entry(tmp_path)
+    _damage(entry, "truncate_encoder")
     with caplog.at_level(logging.INFO, logger="mobilesam_ros"):
         be = build_backend(ModelConfig(SEED2, onnx_cache_dir=str(tmp_path)))
     assert "corrupt: rebuilding" in caplog.text
