@@ -23,15 +23,15 @@ DATA = SHARED / "data"
 _LOCK_DIR = os.path.join(tempfile.gettempdir(), "ros_domain_locks")
 
 
-# The files that take longest (CPU-seconds at one thread, measured on the 2-core CI machine):
-# collected first, so that the two xdist workers of scripts/run_tests.sh (files whole, in
-# collection order: --no-loadscope-reorder) start them at once and end together, instead of one
-# worker finishing a long file alone at the end. A stale list only costs balance, never a test.
-LONGEST_FIRST = ("distill/test_train.py",        # ~400 s (16 training steps, resumed)
-                 "distill/test_distributed.py",  # ~220 s (torchrun, 2 ranks)
-                 "cli/test_eval_label.py",       # ~170 s (CLI processes)
-                 "core/engine/test_amg.py",      # ~140 s (SAM's 32x32 grid)
-                 "benchmarks/test_gpu_check.py",  # ~85 s
+# The files that take longest (CPU-seconds at one thread on the 2-core CI machine, measured
+# 2026-12-06/07): collected first, so that the two xdist workers of scripts/run_tests.sh (files
+# whole, sent in collection order: --no-loadscope-reorder) start them at once and end together,
+# instead of one worker finishing a long file alone at the end. A stale list only costs balance.
+LONGEST_FIRST = ("distill/test_train.py",              # ~430 s (16 training steps, resumed)
+                 "distill/test_distributed.py",        # ~220 s (torchrun, 2 ranks)
+                 "cli/test_eval_label.py",             # ~170 s (CLI processes)
+                 "core/engine/test_amg.py",            # ~145 s (SAM's 32x32 grid)
+                 "benchmarks/test_gpu_check.py",       # ~100 s
                  "core/engine/test_camera_stream.py")  # ~60 s
 
 
