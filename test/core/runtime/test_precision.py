@@ -91,6 +91,15 @@ def _product_cases(dtype: torch.dtype) -> list:
     ]
 
 
+def test_fp16_box_decode_from_golden_embedding(sam2, golden2):
+    """Prompt encoder + fast decoder under fp16 autocast on torch's own CPU kernels (one case:
+    seconds on this CPU)."""
+    errors = decoder_errors(sam2, golden2, "fp16", ("box",), False)
+    assert_within(errors, "fp16")
+    # the 16-bit path really ran: fp32 is within 1.4e-5 of the golden
+    assert errors["logits"] > 1e-3
+
+
 @pytest.mark.parametrize("dtype", HALF, ids=["fp16", "bf16"])
 def test_gpu_arithmetic_is_this_cpus_16_bit_arithmetic(dtype):
     """Each product kind, emulated and by torch's own CPU kernel, against the exact (fp64) product
