@@ -130,8 +130,9 @@ class FollowSet:
             if int(area) <= 0 or not self.admit([i])[0]:
                 refused.append(i)
                 continue
-            self._objects[i] = FollowedObject(i, np.asarray(lg[:1], np.float32), np.asarray(box, np.float32),
-                                        int(area), int(stamp_ns), int(stamp_ns), label=label)
+            self._objects[i] = FollowedObject(i, np.asarray(lg[:1], np.float32),
+                                              np.asarray(box, np.float32), int(area),
+                                              int(stamp_ns), int(stamp_ns), label=label)
         return refused
 
     def add(self, ids: Sequence[int], preds: Sequence[Prediction], stamp_ns: int) -> list[int]:
