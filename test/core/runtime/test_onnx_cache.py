@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,13 +86,11 @@ def _damage(entry: str, damage: str) -> None:
         with open(os.path.join(entry, "encoder.onnx"), "r+b") as f:
             f.truncate(1000)
     elif damage == "garble_manifest":
-        with open(os.path.join(entry, "manifest.json"), "w") as f:
-            f.write("{not json")
+        (Path(entry) / "manifest.json").write_text("{not json")
     else:  # a manifest whose recorded checksum is not the file's
-        manifest = json.loads(open(os.path.join(entry, "manifest.json")).read())
+        manifest = json.loads((Path(entry) / "manifest.json").read_text())
         manifest["sha256"]["decoder.onnx"] = "0" * 64
-        with open(os.path.join(entry, "manifest.json"), "w") as f:
-            json.dump(manifest, f)
+        (Path(entry) / "manifest.json").write_text(json.dumps(manifest))
 
 
 @pytest.mark.parametrize("damage", ["truncate_encoder", "garble_manifest", "wrong_checksum"])
